@@ -1,0 +1,29 @@
+"""The `eggroll-ndcg` command line. Each sub-command lives in its own module with a `register(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+_COMMAND_MODULES = ("data_cmd", "encode_cmd", "train_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eggroll-ndcg",
+        description="Train retrieval heads by optimizing NDCG@k with EGGROLL evolution strategies.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
