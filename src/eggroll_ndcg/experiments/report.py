@@ -1,0 +1,125 @@
+"""Summaries and the markdown table of a comparison: mean ± std over seeds and paired significance."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from ..metrics.stats import bootstrap_ci, holm, paired_t_test, randomization_test, win_tie_loss
+
+TABLE_METRICS = (
+    "train/ndcg@10", "val/ndcg@10", "test/ndcg@10", "test/mrr@10", "test/recall@100",
+    "test_seen/ndcg@10", "test_unseen/ndcg@10",
+)
+SIGNIFICANCE_MEASURE = "ndcg@10"
+REFERENCES = ("zero-shot", "eggroll")
+
+
+def _seed_value(fold_runs: list[dict[str, Any]], metric: str) -> float:
+    """A seed's value of `metric`: over k-fold runs, test metrics are weighted by each fold's query count
+    (so they equal the mean over all test queries), other metrics are plain means over folds."""
+    values = [run.get(metric, math.nan) for run in fold_runs]
+    if metric.startswith("test"):
+        group = metric.split("/")[0] if metric.startswith("test_") else None
+        weights = [
+            run[f"{group}/count"] if group else run["test_seen/count"] + run["test_unseen/count"]
+            for run in fold_runs
+        ] if all("test_seen/count" in run for run in fold_runs) else [1] * len(fold_runs)
+        pairs = [(v, w) for v, w in zip(values, weights) if w and not math.isnan(v)]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total else math.nan
+    return statistics.fmean(values)
+
+
+def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, float]]],
+              seen: dict[str, bool]) -> dict[str, Any]:
+    """Mean ± std over seeds of TABLE_METRICS for every method, and the paired tests on test queries.
+
+    Per-query values are each method's mean over seeds. Every method is compared with zero-shot and with
+    EGGROLL (when present) on all test queries and on unseen-document queries; Holm's correction runs over
+    all those comparisons together.
+    """
+    table: dict[str, dict[str, list[float]]] = {}
+    for method, entry in results["methods"].items():
+        seed_values = {m: [_seed_value(runs, m) for runs in entry["runs"].values()] for m in TABLE_METRICS}
+        table[method] = {
+            m: [statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0] for m, v in seed_values.items()
+        }
+
+    comparisons = []
+    groups = {"all": sorted(seen), "unseen": sorted(q for q, s in seen.items() if not s)}
+    for reference in REFERENCES:
+        if reference not in per_query:
+            continue
+        for method in per_query:
+            if method == reference or (reference == "eggroll" and method == "zero-shot"):
+                continue
+            for group, ids in groups.items():
+                if len(ids) < 2:
+                    continue
+                a = [per_query[method][q][SIGNIFICANCE_MEASURE] for q in ids]
+                b = [per_query[reference][q][SIGNIFICANCE_MEASURE] for q in ids]
+                interval = bootstrap_ci(a, b, seed=0)
+                wtl = win_tie_loss(a, b, tol=1e-12)
+                comparisons.append({
+                    "method": method, "reference": reference, "queries": group, "n": len(ids),
+                    "mean_difference": interval.estimate, "ci95": [interval.low, interval.high],
+                    "t_test_p": paired_t_test(a, b).p_value, "randomization_p": randomization_test(a, b, seed=0),
+                    "wins": wtl.wins, "ties": wtl.ties, "losses": wtl.losses,
+                })
+    if comparisons:
+        for row, adjusted in zip(comparisons, holm([row["randomization_p"] for row in comparisons])):
+            row["holm_p"] = adjusted
+    return {"table": table, "significance": comparisons,
+            "test_queries": {"all": len(groups["all"]), "unseen": len(groups["unseen"])}}
+
+
+def _cell(mean_std: list[float]) -> str:
+    mean, std = mean_std
+    return "n/a" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:
+    """results.md: the metrics table, the significance table and the chosen configurations."""
+    base = results["config"]["base"]
+    summary = results["summary"]
+    lines = [
+        f"# Comparison on `{base['task']}` with `{base['encoder']}`",
+        "",
+        f"Seeds: {results['config']['seeds']}. Head: {base['head']} (normalize={base['normalize']}), "
+        f"pool: top {base['pool_size']} (+{base['bm25_negatives']} BM25, +{base['random_negatives']} random), "
+        f"{base['num_steps']} steps, batch {base['batch_queries']} queries. Model selection on validation "
+        f"queries only; test = {summary['test_queries']['all']} held-out queries "
+        f"({summary['test_queries']['unseen']} with no relevant document seen as a training positive).",
+        "",
+        "| method | " + " | ".join(TABLE_METRICS) + " |",
+        "|---" * (len(TABLE_METRICS) + 1) + "|",
+    ]
+    for method, row in summary["table"].items():
+        lines.append(f"| {method} | " + " | ".join(_cell(row[m]) for m in TABLE_METRICS) + " |")
+    lines += [
+        "",
+        f"## Paired tests on test {SIGNIFICANCE_MEASURE} (per-query means over seeds; Holm over all rows)",
+        "",
+        "| method | vs | queries | n | mean diff | 95% CI | t-test p | randomization p | Holm p | W/T/L |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["significance"]:
+        lines.append(
+            f"| {row['method']} | {row['reference']} | {row['queries']} | {row['n']} | {row['mean_difference']:+.4f} "
+            f"| [{row['ci95'][0]:+.4f}, {row['ci95'][1]:+.4f}] | {row['t_test_p']:.3g} | {row['randomization_p']:.3g} "
+            f"| {row['holm_p']:.3g} | {row['wins']}/{row['ties']}/{row['losses']} |"
+        )
+    lines += ["", "## Chosen configurations (validation queries only)", ""]
+    for method, entry in results["methods"].items():
+        if "chosen" in entry:
+            tried = ", ".join(f"{row['values']} -> {list(row.values())[1]:.4f}" for row in entry["sweep"])
+            lines.append(f"- **{method}**: {entry['chosen'] or 'base values'} (tried: {tried})")
+    if timings:
+        lines += ["", "## Wall-clock (seconds, mean over runs)", "", "| method | train time | time to best val |",
+                  "|---|---|---|"]
+        for method, rows in timings.items():
+            lines.append(f"| {method} | {statistics.fmean(r['train_time'] for r in rows):.1f} "
+                         f"| {statistics.fmean(r['time_to_best'] for r in rows):.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""Retrieval heads on frozen embeddings, and the pool scores every method optimizes.
+
+A head f maps an L2-normalized encoder embedding h [..., n] to f(h) [..., m]. The score of document d for
+query q is the bilinear form
+
+    s(q, d) = f(h_q) · f(h_d)                          (normalize=False, dot product)
+    s(q, d) = f(h_q)/|f(h_q)| · f(h_d)/|f(h_d)|        (normalize=True, cosine)
+
+Every weight matrix is an ``nn.Linear``, so the ES engine can perturb "any module's Linear layers" and the
+gradient baselines train exactly the same parameters. Both heads start at (or near) the zero-shot encoder:
+step 0 of training evaluates the encoder itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["HEADS", "LinearHead", "MLPHead", "build_head", "score_pool"]
+
+LinearInit = Literal["identity", "orthogonal", "random"]
+
+
+class LinearHead(nn.Module):
+    """f(h) = W h (+ b), with ``weight`` W [out_dim, in_dim] held by ``self.linear`` (an ``nn.Linear``).
+
+    Args:
+        in_dim: n, the encoder dimension.
+        out_dim: m, the head output dimension.
+        init: "identity": W = the [m, n] identity (``torch.eye(m, n)``). For m == n, f(h) = h, so step 0
+            reproduces the zero-shot scores exactly. For m > n, W = [I; 0] also keeps every score exactly.
+            For m < n, W = [I | 0] is a row-orthonormal projection onto the first m coordinates: it is then
+            NOT exactly zero-shot (scores use only those m coordinates).
+            "orthogonal": a random (semi-)orthogonal W (``nn.init.orthogonal_``), norm-preserving when m >= n.
+            "random": W_ij ~ N(0, 1/n), so E|W h|^2 = (m/n)|h|^2.
+        bias: add a learnable bias b [m], initialized to 0.
+        generator: random source for the "orthogonal" and "random" inits (deterministic heads).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, init: LinearInit = "identity", bias: bool = False,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim, bias=bias)
+        with torch.no_grad():
+            if init == "identity":
+                self.linear.weight.copy_(torch.eye(out_dim, in_dim))
+            elif init == "orthogonal":
+                nn.init.orthogonal_(self.linear.weight, generator=generator)
+            elif init == "random":
+                nn.init.normal_(self.linear.weight, std=in_dim ** -0.5, generator=generator)
+            else:
+                raise ValueError(f"init must be 'identity', 'orthogonal' or 'random', got {init!r}")
+            if bias:
+                self.linear.bias.zero_()
+
+    @property
+    def weight(self) -> Tensor:
+        """W [out_dim, in_dim]."""
+        return self.linear.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        """b [out_dim], or None without bias."""
+        return self.linear.bias
+
+    def forward(self, h: Tensor) -> Tensor:
+        """[..., in_dim] -> [..., out_dim]."""
+        return self.linear(h)
+
+
+class MLPHead(nn.Module):
+    """Residual MLP f(h) = h + W2 gelu(W1 h + b1) + b2, with W1 [hidden, n] and W2 [n, hidden] (``nn.Linear``).
+
+    W2 and b2 start at zero, so f(h) = h at step 0 (exactly the zero-shot scores); W1 keeps the default
+    ``nn.Linear`` init (drawn from ``generator``). Note that at step 0 the gradient of any loss with respect
+    to W1 is zero (W2 = 0), so W1 only starts to move once W2 has. The residual form needs out_dim == in_dim.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int | None = None, *, bias: bool = True,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if out_dim is not None and out_dim != in_dim:
+            raise ValueError(f"the residual MLP head keeps the dimension: out_dim must be {in_dim}, got {out_dim}")
+        self.up = nn.Linear(in_dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, in_dim, bias=bias)
+        with torch.no_grad():
+            bound = in_dim ** -0.5  # nn.Linear's default U(-1/sqrt(n), 1/sqrt(n)), but from `generator`
+            self.up.weight.uniform_(-bound, bound, generator=generator)
+            if bias:
+                self.up.bias.uniform_(-bound, bound, generator=generator)
+                self.down.bias.zero_()
+            self.down.weight.zero_()
+
+    def forward(self, h: Tensor) -> Tensor:
+        """[..., in_dim] -> [..., in_dim]."""
+        return h + self.down(F.gelu(self.up(h)))
+
+
+HEADS = ("linear", "mlp")
+
+
+def build_head(kind: str, dim: int, *, out_dim: int | None = None, hidden: int = 512, init: LinearInit = "identity",
+               bias: bool = False, generator: torch.Generator | None = None) -> nn.Module:
+    """A head from its config name: "linear" -> LinearHead(dim, out_dim or dim, init=, bias=);
+    "mlp" -> MLPHead(dim, hidden) (``init`` and ``bias`` apply to the linear head only; the MLP has biases)."""
+    if kind == "linear":
+        return LinearHead(dim, out_dim or dim, init=init, bias=bias, generator=generator)
+    if kind == "mlp":
+        return MLPHead(dim, hidden, out_dim, generator=generator)
+    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+
+
+def score_pool(head: nn.Module, query_emb: Tensor, doc_emb: Tensor, *, normalize: bool) -> Tensor:
+    """Scores of each query's candidate pool: s[q, p] = f(h_q) · f(h_{q,p}) (cosine when ``normalize``).
+
+    Args:
+        head: f, any module mapping [..., n] -> [..., m].
+        query_emb: [Q, n] query embeddings.
+        doc_emb: [Q, P, n] candidate embeddings of each query's pool.
+        normalize: L2-normalize both head outputs before the dot product.
+
+    Returns:
+        [Q, P] scores (padding candidates get a score too; the caller's mask hides them).
+    """
+    q = head(query_emb)
+    d = head(doc_emb)
+    if normalize:
+        q = F.normalize(q, dim=-1)
+        d = F.normalize(d, dim=-1)
+    return torch.einsum("qm,qpm->qp", q, d)

@@ -1,0 +1,83 @@
+"""The shared training loop: zero-shot start, resume, determinism, held-out reporting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eggroll_ndcg.train.evaluate import evaluate_head
+from eggroll_ndcg.train.trainer import EGGROLLTrainer, Trainer
+
+ALL_METHODS = ("eggroll", "infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
+
+
+def _evals(run_dir):
+    lines = (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if json.loads(line)["event"] == "eval"]
+
+
+def test_step_zero_of_identity_linear_head_reproduces_zero_shot_metrics(small_config, small_data, tmp_path):
+    Trainer(small_config.replace(num_steps=1, eval_every=1), data=small_data, progress=False).train()
+    step0 = _evals(tmp_path / "run")[0]
+    assert step0["step"] == 0
+    zero_shot, _ = evaluate_head(None, small_data, small_data.queries("val"), normalize=True)
+    for name, value in zero_shot.mean.items():
+        assert step0[f"val/{name}"] == value
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_trains_and_reports_held_out_test_metrics(method, small_config, small_data):
+    metrics = Trainer(small_config.replace(method=method), data=small_data, progress=False).train()
+    assert metrics["steps"] == small_config.num_steps
+    assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
+    assert metrics["test_seen/count"] + metrics["test_unseen/count"] == len(small_data.queries("test"))
+
+
+@pytest.mark.parametrize("method", ["eggroll", "lambdaloss"])
+def test_resumed_run_ends_with_bit_identical_weights(method, small_config, small_data, tmp_path):
+    uninterrupted = Trainer(small_config.replace(method=method, output_dir=str(tmp_path / "a")),
+                            data=small_data, progress=False)
+    uninterrupted.train()
+    interrupted_config = small_config.replace(method=method, output_dir=str(tmp_path / "b"))
+    killed = Trainer(interrupted_config, data=small_data, progress=False)
+    assert killed.train(stop_after=7) == {"stopped_at": 7}  # checkpoint at step 4; steps 5-7 are lost
+    resumed = Trainer(interrupted_config, data=small_data, progress=False)
+    resumed.train()
+    for name, tensor in uninterrupted.head.state_dict().items():
+        assert torch.equal(tensor, resumed.head.state_dict()[name]), name
+    assert torch.equal(
+        load_file(str(tmp_path / "a" / "best_head.safetensors"))["linear.weight"],
+        load_file(str(tmp_path / "b" / "best_head.safetensors"))["linear.weight"],
+    )
+    assert [r["step"] for r in _evals(tmp_path / "b")] == [r["step"] for r in _evals(tmp_path / "a")]
+
+
+def test_eggroll_improves_the_training_fitness_on_a_learnable_problem(small_config, small_data):
+    config = small_config.replace(num_steps=60, eval_every=20, population_size=128, batch_queries=32)
+    trainer = EGGROLLTrainer(config, data=small_data, progress=False)
+    trainer.train()
+    records = [json.loads(line) for line in open(f"{config.output_dir}/log.jsonl", encoding="utf-8")]
+    steps = [r for r in records if r["event"] == "step"]
+    first = sum(r["train/batch_ndcg"] for r in steps[:10]) / 10
+    last = sum(r["train/batch_ndcg"] for r in steps[-10:]) / 10
+    assert last > first + 0.02
+
+
+def test_model_selection_never_reads_test_queries(small_config, small_data, monkeypatch):
+    """Every evaluation during training is on val or train queries; test queries are evaluated once."""
+    import eggroll_ndcg.train.trainer as trainer_module
+
+    test_ids = set(small_data.queries("test"))
+    calls = []
+    real = trainer_module.evaluate_head
+
+    def spy(head, data, query_ids, **kwargs):
+        calls.append(bool(test_ids & set(query_ids)))
+        return real(head, data, query_ids, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate_head", spy)
+    Trainer(small_config, data=small_data, progress=False).train()
+    assert calls.count(True) == 1 and calls[-1] is True
