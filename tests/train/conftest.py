@@ -42,12 +42,12 @@ def synthetic_encoded(folder: Path) -> EncodedCollection:
     collection = load_beir(folder)
     generator = torch.Generator().manual_seed(11)
     docs = torch.nn.functional.normalize(torch.randn(DOCS, DIM, generator=generator), dim=-1)
-    distortion = torch.eye(DIM) + 0.6 * torch.randn(DIM, DIM, generator=generator) / DIM**0.5
+    distortion = torch.eye(DIM) + 1.5 * torch.randn(DIM, DIM, generator=generator) / DIM**0.5
     query_ids = tuple(sorted(collection.judgments))
     queries = []
     for qid in query_ids:
         (doc_id,) = collection.judgments[qid]
-        noise = 0.5 * torch.randn(DIM, generator=generator) / DIM**0.5
+        noise = 0.8 * torch.randn(DIM, generator=generator) / DIM**0.5
         queries.append(distortion @ docs[collection.doc_ids.index(doc_id)] + noise)
     query_emb = torch.nn.functional.normalize(torch.stack(queries), dim=-1)
     return EncodedCollection(

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import urllib.error
 import urllib.request
@@ -31,6 +31,7 @@ __all__ = [
     "HubSource",
     "HUB_SOURCES",
     "resolve",
+    "is_known_source",
     "list_sources",
     "data_dir_from_env",
 ]
@@ -142,9 +143,7 @@ def _check_hub_reachable(source: HubSource) -> None:
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if _truthy(os.environ.get(variable)):
             raise _offline_error(source, f"{variable} is set")
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("datasets") is None:  # find, not import: importing datasets takes seconds
         raise _offline_error(source, "the 'datasets' package is not installed (pip install 'eggroll-ndcg[hub]')")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     request = urllib.request.Request(f"{endpoint}/api/datasets/{source.repo}", method="HEAD")
@@ -157,11 +156,13 @@ def _check_hub_reachable(source: HubSource) -> None:
         raise _offline_error(source, f"{endpoint} is unreachable ({reason})") from None
 
 
-def _only_split(dataset_dict, what: str):
-    """The single split of a DatasetDict (hub configs name it differently: 'corpus', 'train', 'ko', ...)."""
-    if len(dataset_dict) != 1:
-        raise ValueError(f"expected one split for {what}, found {sorted(dataset_dict)}")
-    return next(iter(dataset_dict.values()))
+def _only_split(dataset_dict, config: str, repo: str):
+    """The split of a corpus/queries DatasetDict (hub repos name it differently: 'corpus', 'train', 'ko', ...)."""
+    if len(dataset_dict) == 1:
+        return next(iter(dataset_dict.values()))
+    if config in dataset_dict:
+        return dataset_dict[config]
+    raise ValueError(f"{repo} config {config!r}: expected one split, found {sorted(dataset_dict)}")
 
 
 def _download_hub(source: HubSource, target: Path) -> None:
@@ -169,8 +170,8 @@ def _download_hub(source: HubSource, target: Path) -> None:
     import datasets
     from datasets import load_dataset
 
-    corpus = _only_split(load_dataset(source.repo, "corpus"), f"{source.repo} corpus")
-    queries = _only_split(load_dataset(source.repo, "queries"), f"{source.repo} queries")
+    corpus = _only_split(load_dataset(source.repo, "corpus"), "corpus", source.repo)
+    queries = _only_split(load_dataset(source.repo, "queries"), "queries", source.repo)
     qrels = load_dataset(source.repo, source.qrels_config)
     write_beir(
         target,
@@ -178,7 +179,8 @@ def _download_hub(source: HubSource, target: Path) -> None:
         queries=((str(r["_id"]), r["text"]) for r in queries),
         qrels={
             source.split_names.get(split, split): [
-                (str(r["query-id"]), str(r["corpus-id"]), int(r.get("score", 1))) for r in rows
+                (str(r["query-id"]), str(r["corpus-id"]), 1 if r.get("score") is None else int(r["score"]))
+                for r in rows
             ]
             for split, rows in qrels.items()
         },
@@ -225,6 +227,15 @@ def resolve(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> 
     raise UnknownSourceError(
         f"unknown collection {text!r}: not a folder, not in {where}, not a hub collection. Known: {known}"
     )
+
+
+def is_known_source(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> bool:
+    """True when `resolve` would find `name_or_path` (without loading or downloading anything)."""
+    text = str(name_or_path)
+    if Path(text).expanduser().is_dir() or text == STDLIB_CODE or _hub_source(text) is not None:
+        return True
+    folder = data_dir_from_env(data_dir)
+    return folder is not None and "/" not in text and (folder / text).is_dir()
 
 
 def list_sources(data_dir: str | Path | None = None) -> list[SourceInfo]:

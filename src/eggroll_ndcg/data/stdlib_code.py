@@ -33,7 +33,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
-import json
 import os
 import shutil
 import sys
@@ -227,6 +226,7 @@ def build_stdlib_code(target: str | Path, *, stdlib: str | Path | None = None) -
     qrels: dict[str, list[tuple[str, str, int]]] = {"train": [], "val": [], "test": []}
     for function in queried:
         qrels[_split_of(function.package)].append((function.id, function.id, 1))
+    qrels = {split: rows for split, rows in qrels.items() if rows}  # a tiny stdlib may leave one empty
     split_queries = {split: tuple(sorted(row[0] for row in rows)) for split, rows in qrels.items()}
     counts = {
         **stats,

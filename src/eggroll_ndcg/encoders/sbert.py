@@ -92,9 +92,9 @@ class SentenceTransformerEncoder:
         document_prefix: str = "",
         max_seq_length: int | None = None,
     ) -> None:
+        self.name, self.folder = resolve_model(name)  # before the slow import, so an offline hub name fails at once
         from sentence_transformers import SentenceTransformer
 
-        self.name, self.folder = resolve_model(name)
         self.model = SentenceTransformer(str(self.folder) if self.folder else name, device=device)
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length

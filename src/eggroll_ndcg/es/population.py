@@ -171,7 +171,8 @@ def population_forward(
     carry none and are broadcast (``expand``, no copy). Parameters are matched by identity with the
     population's named parameters. With ``strict=True`` a perturbed parameter that is not the weight or
     bias of an ``nn.Linear`` in ``module`` raises (only Linear layers run as a population); pass
-    ``strict=False`` when the population also covers parameters of other modules.
+    ``strict=False`` when the population also covers parameters of other modules. Runs under
+    ``torch.no_grad()``.
     """
     population = chunk.population
     names = {id(population.params[spec.name]): spec.name for spec in population.specs}
@@ -202,7 +203,8 @@ def population_forward(
         missing = [spec.name for spec in population.specs if spec.name not in seen]
         if missing and strict:
             raise NotImplementedError(f"perturbed parameters {missing} are not nn.Linear weights/biases of the module")
-        return module(*inputs, **kwargs)
+        with torch.no_grad():  # ES needs no autograd graph
+            return module(*inputs, **kwargs)
     finally:
         for handle in handles:
             handle.remove()

@@ -12,8 +12,10 @@ Per antithetic pair split the fitness into its odd and even parts:
 
 Two normalized statistics (both invariant to ``f -> a f + b``, ``a != 0``):
 
-* signal fraction ``phi = #{j : o_j != 0} / J``: share of pairs whose two members score differently.
-  On a quantized fitness (NDCG over a pool) a too small sigma changes no ranking and ``phi -> 0``.
+* signal fraction ``phi = #{j : o_j != 0 or e_j != median(e)} / J``: share of pairs in which the
+  perturbation changed anything. On a quantized fitness (NDCG over a pool) a too small sigma changes no
+  ranking and ``phi -> 0``. (The even part counts too: at the optimum of a symmetric problem ``o_j = 0``
+  for every pair, yet sigma is not too small when the ``e_j`` still differ.)
 * nonlinearity ratio ``rho = std_j(e_j) / rms_j(o_j)`` ~ ``sigma ||H|| / ||g||``: near 0 while the
   perturbation stays in the linear regime, near 1 when members are as good as random draws
   (``f⁺`` and ``f⁻`` independent gives ``var e = var o``).
@@ -104,7 +106,7 @@ def pair_statistics(fitness: Tensor) -> tuple[float, float]:
     f = fitness.double()
     odd = (f[0::2] - f[1::2]) / 2
     even = (f[0::2] + f[1::2]) / 2
-    phi = float((odd != 0).double().mean())
+    phi = float(((odd != 0) | (even != even.median())).double().mean())
     rms_odd = float(odd.pow(2).mean().sqrt())
     std_even = float((even - even.mean()).pow(2).mean().sqrt())
     rho = std_even / rms_odd if rms_odd > 0 else math.inf
@@ -122,7 +124,7 @@ class AdaptiveSigma(SigmaSchedule):
         upper: float,
         target_ratio: float = 0.5,
         min_signal: float = 0.5,
-        rate: float = 0.1,
+        rate: float = 0.2,
     ) -> None:
         if not 0 < lower <= initial <= upper:
             raise ValueError(f"need 0 < lower <= initial <= upper, got {lower}, {initial}, {upper}")

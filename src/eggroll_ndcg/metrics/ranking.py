@@ -91,42 +91,44 @@ def ideal_dcg(ideal_grades: Tensor, ks: Sequence[int], *, gain: Gain = "linear",
 def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
     """Pool positions of the top ``k`` candidates, in rank order, with exact tie handling.
 
-    ``scores`` [..., P] (NaN not allowed), ``mask`` [..., P] bool (True = real candidate) -> LongTensor [..., k]
-    with k <= P. Order: score descending, then pool position ascending; masked candidates come after every
-    real candidate (they only appear when fewer than k real candidates exist).
+    ``scores`` [..., P], ``mask`` [..., P] bool (True = real candidate) -> LongTensor [..., k], 1 <= k <= P.
+    Order: score descending, then pool position ascending; masked candidates come after every real
+    candidate (they only appear when fewer than k real candidates exist). NaN at an unmasked candidate
+    raises ValueError.
 
-    Method (no P x P tensors, no full sort when k << P): ``torch.topk`` gives the k largest values, whose
-    smallest value is the threshold t. Everything above t is in the top-k; it is put in order by two small
-    stable sorts (position, then score). When more candidates equal t than there are slots left, the slots
-    are filled with the tied candidates of lowest position (real before masked), found with a cumulative
-    count along the pool. Only rows with such boundary ties pay for that step.
+    Method (no P x P tensors, no full sort when k << P):
+
+    1. ``torch.topk`` of k + 1 values. torch ranks NaN above everything, so a NaN anywhere shows up here.
+    2. The k selected candidates are put in order by two stable sorts of k entries: position (real before
+       masked), then score descending.
+    3. The selected *set* is only ambiguous when the k-th and (k+1)-th largest scores are equal (a tie across
+       the cut). Only those rows are redone: the candidates above the k-th score t keep their order, and the
+       remaining slots go to the candidates equal to t with the lowest positions (real before masked), found
+       with a cumulative count along the pool.
     """
     P = scores.shape[-1]
     if not 1 <= k <= P:
         raise ValueError(f"k must lie in [1, P={P}], got {k}")
-    if mask is None:
-        mask = torch.ones_like(scores, dtype=torch.bool)
-    s = scores.masked_fill(~mask, float("-inf"))
-    vals, idx = torch.topk(s, k, dim=-1, largest=True, sorted=True)
+    s = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+    vals, idx = torch.topk(s, min(k + 1, P), dim=-1, largest=True, sorted=True)
+    if bool(torch.isnan(vals).any()):
+        raise ValueError("scores contain NaN (at unmasked candidates); a ranking of NaN is undefined")
+    boundary_tie = vals[..., k] == vals[..., k - 1] if k < P else None
+    vals, idx = vals[..., :k], idx[..., :k]
     # Position key: pool position, pushed after every real position for masked candidates (those hold -inf
     # and can only tie with real -inf scores).
-    key = idx + P * (~mask).gather(-1, idx).long()
+    key = idx if mask is None else idx + P * (~mask).gather(-1, idx).long()
     key_sorted, perm = torch.sort(key, dim=-1)
     order = torch.sort(vals.gather(-1, perm), dim=-1, descending=True, stable=True).indices
     ranked = torch.gather(key_sorted, -1, order) % P
-
-    threshold = vals[..., -1:]  # [..., 1], the k-th largest score
-    n_at_least = (s >= threshold).sum(-1)
-    need_fix = n_at_least > k  # more candidates tie at the threshold than slots are left for them
-    if True:
+    if boundary_tie is None or not bool(boundary_tie.any()):
         return ranked
 
-    # Fix the rows with boundary ties: fill the tail slots with the lowest-position tied candidates.
-    flat_ranked = ranked.reshape(-1, k)
-    rows = need_fix.reshape(-1).nonzero().squeeze(-1)
+    # Redo the rows with a tie across the cut.
+    rows = boundary_tie.reshape(-1).nonzero().squeeze(-1)
     s_r = s.reshape(-1, P)[rows]
-    m_r = mask.reshape(-1, P)[rows]
-    t_r = threshold.reshape(-1, 1)[rows]
+    m_r = torch.ones_like(s_r, dtype=torch.bool) if mask is None else mask.reshape(-1, P)[rows]
+    t_r = vals.reshape(-1, k)[rows, -1:]  # the k-th largest score
     n_above = (s_r > t_r).sum(-1, keepdim=True)
     tie = s_r == t_r
     real_tie, masked_tie = tie & m_r, tie & ~m_r
@@ -137,9 +139,9 @@ def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
     first_ties = torch.zeros(len(rows), k + 1, dtype=torch.long, device=s.device).scatter_(-1, slot, positions)
     r = torch.arange(k, device=s.device)
     tail = first_ties.gather(-1, (r - n_above).clamp(min=0))
-    flat_ranked = flat_ranked.clone()
-    flat_ranked[rows] = torch.where(r < n_above, flat_ranked[rows], tail)
-    return flat_ranked.reshape(ranked.shape)
+    flat = ranked.reshape(-1, k).clone()
+    flat[rows] = torch.where(r < n_above, flat[rows], tail)
+    return flat.reshape(ranked.shape)
 
 
 def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_grades: Tensor,
@@ -181,11 +183,6 @@ def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_
     grades = torch.broadcast_to(grades, scores.shape)
     if mask is not None:
         mask = torch.broadcast_to(mask.to(device=device, dtype=torch.bool), scores.shape)
-        real = scores.masked_fill(~mask, 0)
-    else:
-        real = scores
-    if bool(torch.isnan(real).any()):
-        raise ValueError("scores contain NaN (at unmasked candidates); a ranking of NaN is undefined")
 
     ideal_grades = ideal_grades.to(device)
     out_shape = torch.broadcast_shapes(lead, ideal_grades.shape[:-1]) + (len(ks),)

@@ -74,7 +74,7 @@ def parse_measure(measure: str) -> tuple[str, int | None]:
 
 def ranked_doc_ids(scores: Mapping[str, float]) -> list[str]:
     """Doc ids in trec_eval order: score descending, then doc id descending (byte order)."""
-    return [d for d, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))]
+    return [d for d, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
 
 
 def evaluate_query(ranking: Sequence[str], judged: Mapping[str, int], measures: Sequence[str]) -> dict[str, float]:

@@ -14,13 +14,14 @@ from typing import Any
 
 import yaml
 
+from ..es.shaping import get_shaping
+
 ES_METHODS = ("eggroll",)
 GRADIENT_METHODS = ("infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
 METHODS = ES_METHODS + GRADIENT_METHODS
 HEADS = ("linear", "mlp")
 FITNESS_METRICS = ("ndcg", "mrr", "recall")
 OPTIMIZERS = ("sgd", "adam", "adamw", "clipup")
-SHAPINGS = ("centered_rank", "zscore", "per_query_zscore", "per_query_zscore+centered_rank")
 SIGMA_SCHEDULES = ("constant", "linear", "cosine", "exponential", "adaptive")
 
 
@@ -107,8 +108,10 @@ class TrainConfig:
             fail("fitness_metric", f"unknown metric {self.fitness_metric!r}; choose one of {', '.join(FITNESS_METRICS)}")
         if self.optimizer not in OPTIMIZERS:
             fail("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.shaping not in SHAPINGS:
-            fail("shaping", f"unknown shaping {self.shaping!r}; choose one of {', '.join(SHAPINGS)}")
+        try:
+            get_shaping(self.shaping)
+        except ValueError as error:
+            fail("shaping", str(error))
         if self.sigma_schedule not in SIGMA_SCHEDULES:
             fail("sigma_schedule", f"unknown schedule {self.sigma_schedule!r}; choose one of {', '.join(SIGMA_SCHEDULES)}")
         if self.population_size < 2 or self.population_size % 2:

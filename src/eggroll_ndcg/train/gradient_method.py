@@ -30,7 +30,7 @@ class GradientMethod:
         scores = score_pool(self.head, batch.query_emb, batch.doc_emb, normalize=self.config.normalize)
         options: dict[str, Any] = {"temperature": self.config.temperature}
         if self.config.method == "pl_pg":
-            options = {"k": self.config.fitness_k, "n_samples": self.config.pl_samples}
+            options.update(k=self.config.fitness_k, n_samples=self.config.pl_samples)
         loss = self.loss_fn(
             scores, batch.grades, batch.mask, batch.ideal_grades,
             generator=step_generator(self.config.seed, step, stream=1), **options,

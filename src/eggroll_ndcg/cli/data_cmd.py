@@ -1,0 +1,66 @@
+"""`eggroll-ndcg data info NAME_OR_PATH` and `eggroll-ndcg data list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..data.beir import DataError, grade_levels
+from ..data.sources import OfflineError, UnknownSourceError, list_sources, resolve
+from ..data.splits import eligible_queries
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `data` command and its `info` / `list` sub-commands."""
+    parser = subparsers.add_parser("data", help="inspect and list retrieval collections")
+    commands = parser.add_subparsers(dest="data_command", required=True)
+
+    info = commands.add_parser("info", help="load and validate a collection; print counts, grades and problems")
+    info.add_argument("name", metavar="NAME_OR_PATH", help="a short name (see `data list`) or a BEIR folder")
+    info.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
+    info.set_defaults(func=run_info)
+
+    listing = commands.add_parser("list", help="list the collections that short names resolve to")
+    listing.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
+    listing.set_defaults(func=run_list)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print a summary of the collection; exit 1 with the error when it cannot be loaded."""
+    try:
+        collection = resolve(args.name, data_dir=args.data_dir)
+    except (DataError, OfflineError, UnknownSourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    manifest = collection.manifest
+    eligible = eligible_queries(collection)
+    print(f"collection   {collection.name}")
+    print(f"source       {manifest.get('source', '?')}")
+    print(f"content hash {manifest.get('content_hash', '?')}")
+    print(f"documents    {len(collection.doc_ids):,}")
+    print(f"queries      {len(collection.query_texts):,} ({len(collection.judgments):,} judged, "
+          f"{len(eligible):,} with a relevant document)")
+    for split, ids in collection.split_queries.items():
+        judgments = sum(len(collection.judgments.get(query_id, {})) for query_id in ids)
+        print(f"  {split:<10} {len(ids):,} judged queries, {judgments:,} judgments")
+    levels = ", ".join(f"{grade}: {count:,}" for grade, count in grade_levels(collection).items())
+    print(f"grades       {levels}")
+    build = manifest.get("build")
+    if build and "python" in build:
+        print(f"built with   Python {build['python']}")
+    print(f"problems     {len(collection.problems) or 'none'}")
+    for problem in collection.problems:
+        print(f"  - {problem}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print every collection a short name resolves to."""
+    rows = list_sources(args.data_dir)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        state = "ready" if row.available else "download"
+        print(f"{row.name:<{width}}  {row.kind:<8}  {state:<8}  {row.location}  {row.description}".rstrip())
+    if not any(row.kind == "local" for row in rows):
+        print("(no local collections: set EGGROLL_NDCG_DATA or pass --data-dir to list a folder of BEIR collections)")
+    return 0
