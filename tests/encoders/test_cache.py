@@ -14,22 +14,7 @@ import torch
 from eggroll_ndcg.encoders import CacheCorruptionWarning, cache_key, cache_path, default_cache_dir, encode_cached
 from eggroll_ndcg.encoders import cache as cache_module
 
-
-class FakeEncoder:
-    """A deterministic encoder that counts how many texts it encoded."""
-
-    def __init__(self, identity: str = "fake-v1", dim: int = 8) -> None:
-        self.name, self.identity, self.dim = "fake", identity, dim
-        self.calls = 0
-
-    def encode(self, texts, *, kind, batch_size=64, progress=True) -> np.ndarray:
-        self.calls += 1
-        rows = []
-        for text in texts:
-            seed = int.from_bytes(hashlib.sha256(f"{self.identity}|{kind}|{text}".encode()).digest()[:8], "little")
-            v = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
-            rows.append(v / np.linalg.norm(v))
-        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+from _fake_encoder import FakeEncoder
 
 
 TEXTS = ["alpha beta", "gamma", "delta epsilon zeta", "한국어 문장"]

@@ -27,7 +27,8 @@ import yaml
 
 from ..train.config import ConfigError, METHODS, TrainConfig
 from ..train.evaluate import REPORT_MEASURES, evaluate_head
-from ..train.prepare import PreparedData, data_key, prepare_data
+from ..data.sources import resolve
+from ..train.prepare import EncodedCollection, PreparedData, data_key, encode_collection, prepare_data
 from ..train.trainer import Trainer, check_resolvable
 
 log = logging.getLogger(__name__)
@@ -94,23 +95,36 @@ def folds_of(base: TrainConfig) -> list[int | None]:
 class Comparison:
     """Runs a `CompareConfig`; `run()` returns the results dict also written to results.json."""
 
-    def __init__(self, config: CompareConfig, *, progress: bool = True):
+    def __init__(self, config: CompareConfig, *, encoded: EncodedCollection | None = None, progress: bool = True):
+        """`encoded` supplies the embeddings of the collection (default: resolve and encode `base.task`)."""
         self.config = config.validate()
         check_resolvable(config.base)
         self.progress = progress
         self.output = Path(config.output_dir)
+        self._encoded = encoded
         self._data: dict[tuple, PreparedData] = {}
+        self._runs: dict[str, tuple[dict[str, Any], dict[str, dict[str, float]]]] = {}
 
     def data_for(self, config: TrainConfig) -> PreparedData:
         key = data_key(config)
         if key not in self._data:
-            self._data[key] = prepare_data(config, progress=self.progress)
+            if self._encoded is None:
+                self._encoded = encode_collection(
+                    resolve(config.task, data_dir=config.data_dir), config.encoder, device=config.device,
+                    progress=self.progress,
+                )
+            self._data[key] = prepare_data(config, encoded=self._encoded, progress=self.progress)
         return self._data[key]
 
     def _train(self, config: TrainConfig, run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-        trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config), progress=self.progress)
-        metrics = trainer.train()
-        return metrics, trainer.test_per_query
+        """Train (or reuse the identical run made for the sweep) and return metrics and test per-query values."""
+        key = json.dumps(config.replace(output_dir=None).to_dict(), sort_keys=True)
+        if key not in self._runs:
+            trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config),
+                              progress=self.progress)
+            self._runs[key] = (trainer.train(), trainer.test_per_query)
+        metrics, per_query = self._runs[key]
+        return dict(metrics), per_query
 
     def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         data = self.data_for(config)

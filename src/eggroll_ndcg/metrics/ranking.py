@@ -98,8 +98,8 @@ def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
 
     Method (no P x P tensors, no full sort when k << P):
 
-    1. ``torch.topk`` of k + 1 values. torch ranks NaN above everything, so a NaN anywhere shows up here.
-    2. The k selected candidates are put in order by two stable sorts of k entries: position (real before
+    1. ``torch.topk`` of k + 1 values (unsorted). torch ranks NaN above everything, so a NaN anywhere shows up here.
+    2. The k + 1 selected candidates are put in order by two stable sorts of k + 1 entries: position (real before
        masked), then score descending.
     3. The selected *set* is only ambiguous when the k-th and (k+1)-th largest scores are equal (a tie across
        the cut). Only those rows are redone: the candidates above the k-th score t keep their order, and the
@@ -110,17 +110,16 @@ def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
     if not 1 <= k <= P:
         raise ValueError(f"k must lie in [1, P={P}], got {k}")
     s = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
-    vals, idx = torch.topk(s, min(k + 1, P), dim=-1, largest=True, sorted=True)
+    vals, idx = torch.topk(s, min(k + 1, P), dim=-1, largest=True, sorted=False)
     if bool(torch.isnan(vals).any()):
         raise ValueError("scores contain NaN (at unmasked candidates); a ranking of NaN is undefined")
-    boundary_tie = vals[..., k] == vals[..., k - 1] if k < P else None
-    vals, idx = vals[..., :k], idx[..., :k]
     # Position key: pool position, pushed after every real position for masked candidates (those hold -inf
     # and can only tie with real -inf scores).
     key = idx if mask is None else idx + P * (~mask).gather(-1, idx).long()
     key_sorted, perm = torch.sort(key, dim=-1)
-    order = torch.sort(vals.gather(-1, perm), dim=-1, descending=True, stable=True).indices
-    ranked = torch.gather(key_sorted, -1, order) % P
+    vals, order = torch.sort(vals.gather(-1, perm), dim=-1, descending=True, stable=True)
+    ranked = (torch.gather(key_sorted, -1, order) % P)[..., :k]
+    boundary_tie = vals[..., k] == vals[..., k - 1] if k < P else None
     if boundary_tie is None or not bool(boundary_tie.any()):
         return ranked
 
@@ -128,7 +127,7 @@ def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
     rows = boundary_tie.reshape(-1).nonzero().squeeze(-1)
     s_r = s.reshape(-1, P)[rows]
     m_r = torch.ones_like(s_r, dtype=torch.bool) if mask is None else mask.reshape(-1, P)[rows]
-    t_r = vals.reshape(-1, k)[rows, -1:]  # the k-th largest score
+    t_r = vals.reshape(-1, vals.shape[-1])[rows, k - 1 : k]  # the k-th largest score
     n_above = (s_r > t_r).sum(-1, keepdim=True)
     tie = s_r == t_r
     real_tie, masked_tie = tie & m_r, tie & ~m_r
