@@ -23,16 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_collection(name: str, data_dir: str | None):
     """The collection `name` (a folder, or a name under --data-dir / $EGGROLL_NDCG_DATA / ../shared/datasets)."""
+    root = Path(data_dir or os.environ.get("EGGROLL_NDCG_DATA") or REPO.parent / "shared" / "datasets")
     try:
         from eggroll_ndcg.data.sources import resolve
-
-        return resolve(name, data_dir=data_dir)
     except ImportError:
         from eggroll_ndcg.data.beir import load_beir
 
-        root = Path(data_dir or os.environ.get("EGGROLL_NDCG_DATA") or REPO.parent / "shared" / "datasets")
-        path = Path(name) if Path(name).is_dir() else root / name
-        return load_beir(path)
+        return load_beir(Path(name) if Path(name).is_dir() else root / name)
+    return resolve(name, data_dir=root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +13,6 @@ from eggroll_ndcg.encoders import CacheCorruptionWarning, cache_key, cache_path,
 from eggroll_ndcg.encoders import cache as cache_module
 
 from _fake_encoder import FakeEncoder
-
 
 TEXTS = ["alpha beta", "gamma", "delta epsilon zeta", "한국어 문장"]
 
@@ -109,13 +106,12 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(cache_module.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="simulated"):
-        encode_cached(enc, TEXTS, kind="document", cache_dir=tmp_path, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(cache_module.os, "replace", failing_replace)
+        with pytest.raises(OSError, match="simulated"):
+            encode_cached(enc, TEXTS, kind="document", cache_dir=tmp_path, progress=False)
     assert not path.exists()
     assert list(path.parent.iterdir()) == [], "the temp file is removed too"
-    monkeypatch.undo()
-    os.environ["EGGROLL_NDCG_CACHE"] = os.environ.get("EGGROLL_NDCG_CACHE", str(tmp_path))
     encode_cached(enc, TEXTS, kind="document", cache_dir=tmp_path, progress=False)
     names = sorted(p.name for p in path.parent.iterdir())
     assert names == sorted([path.name, path.with_suffix(".json").name]), "only the entry and its sidecar remain"

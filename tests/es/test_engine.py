@@ -80,9 +80,11 @@ def test_es_solves_least_squares_through_population_forward():
 
 
 def test_same_seed_gives_bit_identical_weights_whatever_the_chunking():
-    """Claim: fitness of a member depends only on its pair's counter-generated factors and the gradient sums
-    fixed blocks, so training with forward chunks of 1, 5 or 32 pairs and gradient pair_chunk None or 3
-    gives bit-identical weights (raw shaping, so any bit of fitness difference would show)."""
+    """Claim: a member's factors depend only on its pair index and the gradient sums fixed blocks of pairs,
+    so training with forward chunks of 1, 5 or 32 pairs and gradient pair_chunk None or 3 gives
+    bit-identical weights (raw shaping, so any bit of fitness difference would show), and another seed
+    gives other weights. (Scope: here the scoring GEMMs give the same bits for every chunk shape; on
+    large inputs BLAS may differ in the last bit between shapes, see es/README.md.)"""
     runs = [
         _train_ranking(4, forward_chunk=fc, pair_chunk=pc, shaping="raw", normalize=True)[0]
         for fc, pc in ((None, None), (1, 3), (5, None), (32, 3))

@@ -3,8 +3,6 @@ member weights W ± sigma·E_j, and antithetic members cancel as stated."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn

@@ -181,7 +181,8 @@ def test_bfloat16_scores_rank_like_their_float32_values_and_give_float32():
 
 
 def test_float64_scores_are_computed_in_float64():
-    out = ranking_metrics(torch.randn(2, 5, dtype=torch.float64), torch.ones(2, 5), ks=[3], ideal_grades=torch.ones(2, 5))
+    scores = torch.randn(2, 5, dtype=torch.float64)
+    out = ranking_metrics(scores, torch.ones(2, 5), ks=[3], ideal_grades=torch.ones(2, 5))
     assert all(v.dtype == torch.float64 for v in out.values())
 
 

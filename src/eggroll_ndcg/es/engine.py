@@ -119,7 +119,8 @@ class EggrollES:
         """
         fitness = torch.as_tensor(fitness)
         if fitness.dim() not in (1, 2) or fitness.shape[0] != self.population_size:
-            raise ValueError(f"fitness must be [{self.population_size}] or [{self.population_size}, Q], got {tuple(fitness.shape)}")
+            n = self.population_size
+            raise ValueError(f"fitness must be [{n}] or [{n}, Q], got {tuple(fitness.shape)}")
         population = self.ask()
         fitness = handle_nan(fitness.double(), self.nan_policy)
         shaped = shape_fitness(fitness, self.shaping)

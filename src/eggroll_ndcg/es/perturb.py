@@ -105,44 +105,77 @@ def bilinear_population_scores(
     n = B.shape[1]
     n_q, pool = h_d.shape[0], h_d.shape[1]
     c = sigma / math.sqrt(rank)
-    a_flat = A.permute(1, 0, 2).reshape(m, num_pairs * rank)  # [m, J·r]
-    b_flat = B.permute(1, 0, 2).reshape(n, num_pairs * rank)  # [n, J·r]
+    jr = num_pairs * rank
+    a_rows = A.transpose(1, 2).reshape(jr, m)  # [J·r, m], row j·r + k = column k of A_j
+    b_rows = B.transpose(1, 2).reshape(jr, n)  # [J·r, n]
+    h_d_flat = h_d.reshape(n_q * pool, n)
 
     q = h_q @ weight.T  # [Q, m]
-    d = (h_d.reshape(-1, n) @ weight.T).reshape(n_q, pool, m)  # [Q, P, m]
-    base = torch.einsum("qpm,qm->qp", d, q)  # [Q, P]
+    d = h_d_flat @ weight.T  # [Q·P, m]
+    base = torch.bmm(d.view(n_q, pool, m), q[:, :, None])[..., 0]  # [Q, P]
 
-    u_q = (h_q @ b_flat).reshape(n_q, 1, num_pairs, rank)  # [Q, 1, J, r]
-    u_d = (h_d.reshape(-1, n) @ b_flat).reshape(n_q, pool, num_pairs, rank)  # [Q, P, J, r]
-    at_q = (q @ a_flat).reshape(n_q, 1, num_pairs, rank)  # [Q, 1, J, r]
-    at_d = (d.reshape(-1, m) @ a_flat).reshape(n_q, pool, num_pairs, rank)  # [Q, P, J, r]
+    # Members on the leading axis from the start: [J, r, Q, P] comes straight out of the GEMMs.
+    u_d = (b_rows @ h_d_flat.T).view(num_pairs, rank, n_q, pool)
+    at_d = (a_rows @ d.T).view(num_pairs, rank, n_q, pool)
+    u_q = (b_rows @ h_q.T).view(num_pairs, rank, n_q, 1)
+    at_q = (a_rows @ q.T).view(num_pairs, rank, n_q, 1)
     gram = torch.bmm(A.transpose(1, 2), A)  # [J, r, r]
-    g_uq = torch.einsum("jrs,qxjs->qxjr", gram, u_q)  # [Q, 1, J, r]
+    g_uq = torch.einsum("jrs,jsqx->jrqx", gram, u_q)  # [J, r, Q, 1]
 
-    if rank == 1:  # same math, without the size-1 reductions
-        lin = (u_q * at_d + at_q * u_d)[..., 0]  # [Q, P, J]
-        quad = (g_uq * u_d)[..., 0]
-    else:
-        lin = (u_q * at_d).sum(-1) + (at_q * u_d).sum(-1)
-        quad = (g_uq * u_d).sum(-1)
-    even = base[..., None] + (c * c) * quad  # [Q, P, J]
-    odd = c * lin
-    scores = torch.stack((even + odd, even - odd), dim=0)  # [2, Q, P, J]
+    if rank == 1:  # elementwise tail in blocks of pairs that stay in cache
+        scores = torch.empty(num_pairs, 2, n_q, pool, dtype=u_d.dtype, device=u_d.device)
+        dd = torch.linalg.vector_norm(d, dim=-1).square_().view(n_q, pool) if normalize else None
+        qq = (q * q).sum(-1)[:, None]
+        step = max(1, TAIL_BLOCK_ELEMENTS // (n_q * pool))
+        for j0 in range(0, num_pairs, step):
+            j = slice(j0, j0 + step)
+            _rank_one_tail(scores[j], base, qq, dd, u_q[j, 0], at_q[j, 0], u_d[j, 0], at_d[j, 0],
+                           gram[j].view(-1, 1, 1), g_uq[j, 0], c, eps)
+        return scores.view(2 * num_pairs, n_q, pool)
 
-    if normalize:
-        nq_even = (q * q).sum(-1)[:, None, None] + (c * c) * (u_q * g_uq).sum(-1)  # [Q, 1, J]
-        nq_odd = (2 * c) * (u_q * at_q).sum(-1)
-        if rank == 1:
-            g_ud = u_d * gram.reshape(1, 1, num_pairs, 1)
-        else:
-            g_ud = torch.einsum("jrs,qpjs->qpjr", gram, u_d)
-        nd_even = (d * d).sum(-1)[..., None] + (c * c) * (u_d * g_ud).sum(-1)  # [Q, P, J]
-        nd_odd = (2 * c) * (u_d * at_d).sum(-1)
-        nq = torch.stack((nq_even + nq_odd, nq_even - nq_odd), dim=0)  # [2, Q, 1, J]
-        nd = torch.stack((nd_even + nd_odd, nd_even - nd_odd), dim=0)  # [2, Q, P, J]
-        scores = scores / (nq.clamp_min(0).sqrt().clamp_min(eps) * nd.clamp_min(0).sqrt().clamp_min(eps))
+    odd = c * ((u_q * at_d).sum(1) + (at_q * u_d).sum(1))  # [J, Q, P]
+    even = base + (c * c) * (g_uq * u_d).sum(1)
+    scores = torch.stack((even + odd, even - odd), dim=1)  # [J, 2, Q, P]
+    if normalize:  # cosine: divide by ||W'h_q|| ||W'h_d||, each floored at eps like F.normalize
+        nq_even = (q * q).sum(-1)[:, None] + (c * c) * (u_q * g_uq).sum(1)  # [J, Q, 1]
+        nq_odd = (2 * c) * (u_q * at_q).sum(1)
+        g_ud = torch.einsum("jrs,jsqp->jrqp", gram, u_d)
+        nd_even = torch.linalg.vector_norm(d, dim=-1).square_().view(n_q, pool) + (c * c) * (u_d * g_ud).sum(1)
+        nd_odd = (2 * c) * (u_d * at_d).sum(1)
+        nq = torch.stack((nq_even + nq_odd, nq_even - nq_odd), dim=1)  # [J, 2, Q, 1]
+        nd = torch.stack((nd_even + nd_odd, nd_even - nd_odd), dim=1)  # [J, 2, Q, P]
+        scores = scores * nq.clamp_min(eps * eps).rsqrt() * nd.clamp_min(eps * eps).rsqrt()
+    return scores.view(2 * num_pairs, n_q, pool)  # member 2j + k = scores[j, k]
 
-    return scores.permute(3, 0, 1, 2).reshape(2 * num_pairs, n_q, pool)  # member 2j+s = scores[s, ..., j]
+
+TAIL_BLOCK_ELEMENTS = 1 << 17  # ~512 KB of float32 per temporary in the rank-1 tail
+
+
+def _rank_one_tail(
+    out: Tensor, base: Tensor, qq: Tensor, dd: Tensor | None, u_q: Tensor, at_q: Tensor, u_d: Tensor,
+    at_d: Tensor, gram: Tensor, g_uq: Tensor, c: float, eps: float,
+) -> None:
+    """Rank 1 (r-axis dropped) for a block of pairs, written into ``out [J, 2, Q, P]``: the same formulas
+    as the general case, computed in place in the GEMM outputs ``u_d``, ``at_d`` ``[J, Q, P]`` (a block
+    small enough to stay in cache). ``gram [J, 1, 1]``; ``u_q, at_q, g_uq [J, Q, 1]``; ``qq [Q, 1]``;
+    ``dd [Q, P]`` = ||W h_d||² when normalizing, else None."""
+    if dd is not None:  # perturbed squared norms, before u_d / at_d are overwritten
+        nd_odd = (u_d * at_d).mul_(2 * c)
+        nd_even = (u_d * u_d).mul_((c * c) * gram).add_(dd)
+        nq_even = qq + (c * c) * u_q * g_uq  # [J, Q, 1]
+        nq_odd = (2 * c) * u_q * at_q
+    odd = at_d.mul_(c * u_q).addcmul_(c * at_q, u_d)  # [J, Q, P]
+    even = u_d.mul_((c * c) * g_uq).add_(base)
+    torch.add(even, odd, out=out[:, 0])
+    torch.sub(even, odd, out=out[:, 1])
+    if dd is not None:  # 1 / max(||x||, eps) = rsqrt(max(||x||², eps²)), as F.normalize floors the norm
+        floor = eps * eps
+        inv_plus = torch.add(nd_even, nd_odd, out=u_d).clamp_min_(floor).rsqrt_()
+        inv_plus.mul_((nq_even + nq_odd).clamp_min_(floor).rsqrt_())
+        inv_minus = nd_even.sub_(nd_odd).clamp_min_(floor).rsqrt_()
+        inv_minus.mul_((nq_even - nq_odd).clamp_min_(floor).rsqrt_())
+        out[:, 0].mul_(inv_plus)
+        out[:, 1].mul_(inv_minus)
 
 
 def materialize(weight: Tensor, A: Tensor, B: Tensor, sigma: float) -> Tensor:

@@ -48,7 +48,7 @@ class Population:
     num_members: int
     rank: int
     specs: tuple[ParamSpec, ...]
-    params: Mapping[str, Tensor] = field(repr=False)
+    params: Mapping[str, Tensor] = field(repr=False, compare=False, hash=False)
 
     @property
     def num_pairs(self) -> int:
@@ -74,9 +74,8 @@ class Population:
             raise ValueError(f"{name!r} has full-rank noise; use full_noise()")
         p = self.params[name]
         m, n = spec.matrix
-        return lowrank_factors(
-            self.seed, self.epoch, spec.pid, self._pairs(pairs), m, n, self.rank, dtype=p.dtype, device=p.device
-        )
+        pairs = self._pairs(pairs)
+        return lowrank_factors(self.seed, self.epoch, spec.pid, pairs, m, n, self.rank, dtype=p.dtype, device=p.device)
 
     def full_noise(self, name: str, pairs: range | Tensor | None = None) -> Tensor:
         """Full-rank noise ``[J, *shape]`` of ``pairs`` for a (vector) parameter with full-rank noise."""
@@ -84,7 +83,8 @@ class Population:
         if spec.kind != "full":
             raise ValueError(f"{name!r} has low-rank noise; use factors()")
         p = self.params[name]
-        return full_noise(self.seed, self.epoch, spec.pid, self._pairs(pairs), spec.shape, dtype=p.dtype, device=p.device)
+        pairs = self._pairs(pairs)
+        return full_noise(self.seed, self.epoch, spec.pid, pairs, spec.shape, dtype=p.dtype, device=p.device)
 
     def perturbation(self, name: str, pairs: range | Tensor | None = None) -> Tensor:
         """Oracle / genetic use: the explicit unit perturbation ``E_j`` ``[J, *shape]`` (low-rank: ``A Bᵀ/sqrt r``)."""
@@ -202,7 +202,7 @@ def population_forward(
                 handles.append(mod.register_forward_hook(make_hook(w_name, b_name)))
         missing = [spec.name for spec in population.specs if spec.name not in seen]
         if missing and strict:
-            raise NotImplementedError(f"perturbed parameters {missing} are not nn.Linear weights/biases of the module")
+            raise NotImplementedError(f"perturbed parameters {missing} are not weights/biases of an nn.Linear here")
         with torch.no_grad():  # ES needs no autograd graph
             return module(*inputs, **kwargs)
     finally:

@@ -98,49 +98,66 @@ def rank_top_k(scores: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
 
     Method (no P x P tensors, no full sort when k << P):
 
-    1. ``torch.topk`` of k + 1 values (unsorted). torch ranks NaN above everything, so a NaN anywhere shows up here.
-    2. The k + 1 selected candidates are put in order by two stable sorts of k + 1 entries: position (real before
-       masked), then score descending.
-    3. The selected *set* is only ambiguous when the k-th and (k+1)-th largest scores are equal (a tie across
-       the cut). Only those rows are redone: the candidates above the k-th score t keep their order, and the
-       remaining slots go to the candidates equal to t with the lowest positions (real before masked), found
-       with a cumulative count along the pool.
+    1. ``torch.topk`` of k + 1 sorted values. torch ranks NaN above everything, so a NaN anywhere shows up
+       here. When the k + 1 values of a row are all distinct, its top-k set and order are already exact.
+    2. Rows with an equal pair among those k + 1 values are redone by :func:`_order_ties`.
     """
     P = scores.shape[-1]
     if not 1 <= k <= P:
         raise ValueError(f"k must lie in [1, P={P}], got {k}")
+    if mask is not None:
+        mask = torch.broadcast_to(mask, scores.shape)
     s = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
-    vals, idx = torch.topk(s, min(k + 1, P), dim=-1, largest=True, sorted=False)
+    vals, idx = torch.topk(s, min(k + 1, P), dim=-1, largest=True, sorted=True)
     if bool(torch.isnan(vals).any()):
         raise ValueError("scores contain NaN (at unmasked candidates); a ranking of NaN is undefined")
+    tied = (vals[..., 1:] == vals[..., :-1]).any(-1)
+    ranked = idx[..., :k]
+    if not bool(tied.any()):
+        return ranked
+    flat = ranked.reshape(-1, k).clone()
+    rows = tied.reshape(-1).nonzero().squeeze(-1)
+    m_r = torch.ones(len(rows), P, dtype=torch.bool, device=s.device) if mask is None else \
+        mask.reshape(-1, P)[rows]
+    flat[rows] = _order_ties(s.reshape(-1, P)[rows], m_r, vals.reshape(-1, vals.shape[-1])[rows],
+                             idx.reshape(-1, idx.shape[-1])[rows], k)
+    return flat.reshape(ranked.shape)
+
+
+def _order_ties(s: Tensor, mask: Tensor, vals: Tensor, idx: Tensor, k: int) -> Tensor:
+    """Exact top-k order of rows with ties. s, mask [R, P]; topk ``vals``, ``idx`` [R, k'], k' = min(k + 1, P).
+
+    1. Order the k' topk entries by two stable sorts of k' entries: position (real before masked), then
+       score descending. This is exact for every candidate whose score is above the k-th score t.
+    2. Only where the k-th and (k+1)-th scores are equal (a tie across the cut) the topk set itself may be
+       wrong: there the slots after the candidates above t go to the candidates equal to t with the lowest
+       positions (real before masked), found with a cumulative count along the pool.
+    """
+    P = s.shape[-1]
     # Position key: pool position, pushed after every real position for masked candidates (those hold -inf
     # and can only tie with real -inf scores).
-    key = idx if mask is None else idx + P * (~mask).gather(-1, idx).long()
+    key = idx + P * (~mask).gather(-1, idx).long()
     key_sorted, perm = torch.sort(key, dim=-1)
     vals, order = torch.sort(vals.gather(-1, perm), dim=-1, descending=True, stable=True)
     ranked = (torch.gather(key_sorted, -1, order) % P)[..., :k]
-    boundary_tie = vals[..., k] == vals[..., k - 1] if k < P else None
-    if boundary_tie is None or not bool(boundary_tie.any()):
+    if vals.shape[-1] == k:  # k = P: the whole pool is ranked, the set cannot be wrong
         return ranked
-
-    # Redo the rows with a tie across the cut.
-    rows = boundary_tie.reshape(-1).nonzero().squeeze(-1)
-    s_r = s.reshape(-1, P)[rows]
-    m_r = torch.ones_like(s_r, dtype=torch.bool) if mask is None else mask.reshape(-1, P)[rows]
-    t_r = vals.reshape(-1, vals.shape[-1])[rows, k - 1 : k]  # the k-th largest score
-    n_above = (s_r > t_r).sum(-1, keepdim=True)
-    tie = s_r == t_r
-    real_tie, masked_tie = tie & m_r, tie & ~m_r
+    across = (vals[..., k] == vals[..., k - 1]).nonzero().squeeze(-1)  # rows with a tie across the cut
+    if len(across) == 0:
+        return ranked
+    s, mask, t = s[across], mask[across], vals[across, k - 1 : k]  # t = the k-th largest score
+    n_above = (s > t).sum(-1, keepdim=True)
+    tie = s == t
+    real_tie, masked_tie = tie & mask, tie & ~mask
     tie_rank = torch.where(real_tie, real_tie.cumsum(-1) - 1,
                            real_tie.sum(-1, keepdim=True) + masked_tie.cumsum(-1) - 1)
     slot = torch.where(tie & (tie_rank < k), tie_rank, torch.full_like(tie_rank, k))  # slot k = discard
-    positions = torch.arange(P, device=s.device).expand_as(s_r)
-    first_ties = torch.zeros(len(rows), k + 1, dtype=torch.long, device=s.device).scatter_(-1, slot, positions)
+    positions = torch.arange(P, device=s.device).expand_as(s)
+    first_ties = torch.zeros(len(s), k + 1, dtype=torch.long, device=s.device).scatter_(-1, slot, positions)
     r = torch.arange(k, device=s.device)
     tail = first_ties.gather(-1, (r - n_above).clamp(min=0))
-    flat = ranked.reshape(-1, k).clone()
-    flat[rows] = torch.where(r < n_above, flat[rows], tail)
-    return flat.reshape(ranked.shape)
+    ranked[across] = torch.where(r < n_above, ranked[across], tail)
+    return ranked
 
 
 def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_grades: Tensor,

@@ -38,6 +38,9 @@ class TrainConfig:
     split for collections with one labelled split.
     Pool: the top `pool_size` documents of the frozen encoder per training query, plus optional BM25 and random
     negatives; `insert_positives` adds judged positives the encoder missed (a training aid).
+    Regularization: `anchor_decay` pulls every head parameter toward its initial value after each step,
+    p <- p - anchor_decay * (p - p_0) (for the identity head: a decay toward the zero-shot encoder), the
+    same for every method.
     Fitness (EGGROLL) and validation: `fitness_metric`@`fitness_k` per training query; model selection uses
     `val_metric` on validation queries only.
     """
@@ -78,6 +81,7 @@ class TrainConfig:
     learning_rate: float = 0.05
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    anchor_decay: float = 0.0
     momentum: float = 0.0
     grad_clip: float | None = 1.0
 
@@ -119,6 +123,8 @@ class TrainConfig:
         for name in ("fitness_k", "pool_size", "batch_queries", "num_steps", "eval_every", "rank", "noise_reuse", "pl_samples"):
             if int(getattr(self, name)) < 1:
                 fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.anchor_decay < 1.0:
+            fail("anchor_decay", f"must be in [0, 1), got {self.anchor_decay}")
         for name in ("bm25_negatives", "random_negatives"):
             if int(getattr(self, name)) < 0:
                 fail(name, f"must be >= 0, got {getattr(self, name)}")

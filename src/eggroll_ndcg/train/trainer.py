@@ -128,6 +128,8 @@ class Trainer:
             config.head, dim, out_dim=config.head_output_size, hidden=config.head_hidden_size
         ).to(device)
         method = make_method(config, head)
+        # the initial weights, before any resume: the anchor of `anchor_decay`
+        anchor = {name: t.detach().clone() for name, t in head.named_parameters()} if config.anchor_decay else {}
 
         pools = data.train_pools
         train_query_rows = torch.tensor([data.query_row[q] for q in pools.query_ids], device=device)
@@ -177,6 +179,10 @@ class Trainer:
             rows = batch_rows(trainable, config.batch_queries, seed=config.seed, step=step)
             batch = gather_batch(pools, rows, pool_query_emb, data.doc_emb)
             stats = method.step(batch, step)
+            with torch.no_grad():
+                for name, param in head.named_parameters():
+                    if name in anchor:
+                        param.sub_(config.anchor_decay * (param - anchor[name]))
             stats["train/batch_" + config.fitness_metric] = self._batch_fitness(head, batch)
             state["elapsed"] += time.perf_counter() - started
             state["step"] = step + 1
