@@ -34,7 +34,7 @@ def retrieve_run(
     rows = torch.tensor([data.query_row[qid] for qid in query_ids], dtype=torch.long, device=data.query_emb.device)
     queries = head_outputs(head, data.query_emb[rows], normalize=normalize)
     docs = head_outputs(head, data.doc_emb, normalize=normalize)
-    scores, indices = retrieve(queries, docs, min(depth, docs.shape[0]))
+    scores, indices = retrieve(queries, docs, min(depth, docs.shape[0]), doc_ids=data.collection.doc_ids)
     return to_run(list(query_ids), list(data.collection.doc_ids), scores.cpu(), indices.cpu())
 
 
