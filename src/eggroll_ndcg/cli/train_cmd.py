@@ -78,9 +78,9 @@ def _eval(args: argparse.Namespace) -> int:
     from ..data.sources import resolve
     from ..data.splits import QuerySplits
     from ..metrics.trec import write_run
-    from ..models.heads import build_head
     from ..train.evaluate import REPORT_MEASURES, evaluate_head
     from ..train.prepare import encode_collection
+    from ..train.trainer import make_head
 
     head = None
     normalize = not args.no_normalize
@@ -102,11 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
     encoded = encode_collection(collection, encoder, device=args.device or "cpu", progress=not args.quiet)
     query_ids = tuple(q for q in query_ids if q in encoded.query_row)
     if args.model:
-        dim = encoded.query_emb.shape[1]
-        head = build_head(run_config.head, dim, out_dim=run_config.head_output_size,
-                          hidden=run_config.head_hidden_size)
+        head = make_head(run_config, encoded.doc_emb)  # the saved state replaces any basis it computes
         head.load_state_dict(load_file(str(run_dir / "best_head.safetensors")))
-        head = head.to(encoded.doc_emb.device)
     measures = tuple(args.measure) if args.measure else REPORT_MEASURES
     evaluation, run = evaluate_head(head, encoded, query_ids, normalize=normalize, measures=measures,
                                     depth=args.depth)

@@ -99,17 +99,62 @@ class MLPHead(nn.Module):
         return h + self.down(F.gelu(self.up(h)))
 
 
-HEADS = ("linear", "mlp")
+class SubspaceHead(nn.Module):
+    """f(h) = W h with W = I + P M Pᵀ: a learned k x k matrix M (``core``, zero at the start) acting inside a
+    fixed k-dimensional subspace with orthonormal basis P [n, k] (a buffer, saved with the head).
+
+    Step 0 is exactly the zero-shot encoder. The head has k² parameters instead of n², which is what
+    evolution strategies need: the ES gradient's signal-to-noise ratio falls with the number of parameters.
+    A rank-r perturbation of M, M + c A Bᵀ, is the rank-r perturbation W + c (P A)(P B)ᵀ of W, so the exact
+    closed-form population scores of a linear head apply unchanged. `principal_basis` gives a data-driven P.
+    """
+
+    def __init__(self, basis: Tensor):
+        super().__init__()
+        if basis.dim() != 2 or basis.shape[1] > basis.shape[0]:
+            raise ValueError(f"basis must be [n, k] with k <= n, got {tuple(basis.shape)}")
+        self.register_buffer("basis", basis.detach().clone())
+        self.core = nn.Parameter(torch.zeros(basis.shape[1], basis.shape[1], dtype=basis.dtype))
+
+    @property
+    def weight(self) -> Tensor:
+        """W = I + P M Pᵀ, [n, n]."""
+        return torch.eye(self.basis.shape[0], dtype=self.basis.dtype, device=self.basis.device) + (
+            self.basis @ self.core @ self.basis.T
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        """[..., n] -> [..., n]: h + ((h P) Mᵀ) Pᵀ."""
+        return h + (h @ self.basis) @ self.core.T @ self.basis.T
+
+
+def principal_basis(embeddings: Tensor, k: int) -> Tensor:
+    """The top-k right singular vectors of the centered embeddings [N, n] -> [n, k] (orthonormal columns),
+    with each column's sign fixed so that its largest-magnitude entry is positive (deterministic)."""
+    centered = embeddings.double() - embeddings.double().mean(dim=0, keepdim=True)
+    _, eigenvectors = torch.linalg.eigh(centered.T @ centered)  # ascending eigenvalues
+    basis = eigenvectors[:, -k:].flip(1)
+    signs = torch.sign(basis.gather(0, basis.abs().argmax(dim=0, keepdim=True)))
+    return (basis * signs).to(embeddings.dtype)
+
+
+HEADS = ("linear", "mlp", "subspace")
 
 
 def build_head(kind: str, dim: int, *, out_dim: int | None = None, hidden: int = 512, init: LinearInit = "identity",
-               bias: bool = False, generator: torch.Generator | None = None) -> nn.Module:
+               bias: bool = False, basis: Tensor | None = None,
+               generator: torch.Generator | None = None) -> nn.Module:
     """A head from its config name: "linear" -> LinearHead(dim, out_dim or dim, init=, bias=);
-    "mlp" -> MLPHead(dim, hidden) (``init`` and ``bias`` apply to the linear head only; the MLP has biases)."""
+    "mlp" -> MLPHead(dim, hidden) (``init`` and ``bias`` apply to the linear head only; the MLP has biases);
+    "subspace" -> SubspaceHead(basis) (``basis`` [dim, k] required)."""
     if kind == "linear":
         return LinearHead(dim, out_dim or dim, init=init, bias=bias, generator=generator)
     if kind == "mlp":
         return MLPHead(dim, hidden, out_dim, generator=generator)
+    if kind == "subspace":
+        if basis is None or basis.shape[0] != dim:
+            raise ValueError(f"the subspace head needs a basis [dim={dim}, k]")
+        return SubspaceHead(basis)
     raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
 
 

@@ -19,7 +19,7 @@ from ..es.shaping import get_shaping
 ES_METHODS = ("eggroll",)
 GRADIENT_METHODS = ("infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
 METHODS = ES_METHODS + GRADIENT_METHODS
-HEADS = ("linear", "mlp")
+HEADS = ("linear", "mlp", "subspace")
 FITNESS_METRICS = ("ndcg", "mrr", "recall")
 OPTIMIZERS = ("sgd", "adam", "adamw", "clipup")
 SIGMA_SCHEDULES = ("constant", "linear", "cosine", "exponential", "adaptive")
@@ -38,6 +38,9 @@ class TrainConfig:
     split for collections with one labelled split.
     Pool: the top `pool_size` documents of the frozen encoder per training query, plus optional BM25 and random
     negatives; `insert_positives` adds judged positives the encoder missed (a training aid).
+    Head: "linear" (W, identity start), "mlp" (residual, zero-initialized output layer) or "subspace"
+    (W = I + P M Pᵀ with P the top `subspace_dim` principal directions of the corpus embeddings and M
+    learned; k² parameters instead of n²). All three start exactly at the zero-shot encoder.
     Regularization: `anchor_decay` pulls every head parameter toward its initial value after each step,
     p <- p - anchor_decay * (p - p_0) (for the identity head: a decay toward the zero-shot encoder), the
     same for every method.
@@ -62,6 +65,7 @@ class TrainConfig:
     head: str = "linear"
     head_output_size: int | None = None
     head_hidden_size: int = 512
+    subspace_dim: int = 32
     normalize: bool = True
 
     pool_size: int = 128
@@ -139,8 +143,10 @@ class TrainConfig:
             fail("fold", f"must be in [0, n_folds={self.n_folds}), got {self.fold}")
         if self.head_output_size is not None and self.head_output_size < 1:
             fail("head_output_size", f"must be >= 1, got {self.head_output_size}")
-        if self.head == "mlp" and self.head_output_size is not None:
-            fail("head_output_size", "the residual MLP head keeps the encoder's dimension; leave it unset")
+        if self.head in ("mlp", "subspace") and self.head_output_size is not None:
+            fail("head_output_size", f"the {self.head} head keeps the encoder's dimension; leave it unset")
+        if self.subspace_dim < 1:
+            fail("subspace_dim", f"must be >= 1, got {self.subspace_dim}")
         metric, _, k = self.val_metric.partition("@")
         if metric not in ("ndcg", "mrr", "recall", "map") or not k.isdigit() or int(k) < 1:
             fail("val_metric", f"expected e.g. 'ndcg@10', got {self.val_metric!r}")

@@ -2,7 +2,8 @@
 fitness, one engine update per step.
 
 A linear head is scored with the exact closed form of the shared bilinear score (never materializing a
-member's weights); any other head (the residual MLP) runs its Linear layers as a population. Fitness is the
+member's weights), and so is the subspace head, whose rank-r noise on M is rank-r noise (P A)(P B)ᵀ on W;
+any other head (the residual MLP) runs its Linear layers as a population. Fitness is the
 [N, B] matrix of per-member, per-query metrics, so per-query shapings can use the query structure.
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 from ..es import AdaptiveSigma, CosineSigma, EggrollES, ExponentialSigma, LinearSigma, population_forward
 from ..es.perturb import bilinear_population_scores
 from ..metrics.ranking import ranking_metrics
-from ..models.heads import LinearHead
+from ..models.heads import LinearHead, SubspaceHead
 from .batches import PoolBatch
 from .config import TrainConfig
 from .optimizers import make_optimizer
@@ -48,12 +49,22 @@ class EggrollMethod:
             shaping=config.shaping, grad_clip=config.grad_clip, pair_chunk=config.pair_chunk,
         )
 
+    def _weight_factors(self, chunk) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The chunk's low-rank noise as noise on the head's weight W, (A [J, n, r], B [J, n, r]), when the
+        head is W h; None for other heads."""
+        if isinstance(self.head, LinearHead) and self.head.bias is None:
+            return chunk.factors("linear.weight")
+        if isinstance(self.head, SubspaceHead):  # M + cABᵀ is W + c(PA)(PB)ᵀ
+            A, B = chunk.factors("core")
+            return self.head.basis @ A, self.head.basis @ B
+        return None
+
     def _population_scores(self, chunk, batch: PoolBatch) -> torch.Tensor:
         """[2J, B, P] scores of the chunk's members."""
-        if isinstance(self.head, LinearHead) and self.head.bias is None:
-            A, B = chunk.factors("linear.weight")
+        factors = self._weight_factors(chunk)
+        if factors is not None:
             return bilinear_population_scores(
-                self.head.weight, batch.query_emb, batch.doc_emb, A, B, chunk.sigma, normalize=self.config.normalize
+                self.head.weight, batch.query_emb, batch.doc_emb, *factors, chunk.sigma, normalize=self.config.normalize
             )
         q = population_forward(self.head, chunk, batch.query_emb, shared_inputs=True)  # [2J, B, m]
         d = population_forward(self.head, chunk, batch.doc_emb, shared_inputs=True)  # [2J, B, P, m]

