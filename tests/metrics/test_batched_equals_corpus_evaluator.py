@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from eggroll_ndcg.metrics import evaluate, ranking_metrics

@@ -103,7 +103,12 @@ def _eval(args: argparse.Namespace) -> int:
     query_ids = tuple(q for q in query_ids if q in encoded.query_row)
     if args.model:
         head = make_head(run_config, encoded.doc_emb)  # the saved state replaces any basis it computes
-        head.load_state_dict(load_file(str(run_dir / "best_head.safetensors")))
+        saved = load_file(str(run_dir / "best_head.safetensors"))
+        expected = {name: tuple(t.shape) for name, t in head.state_dict().items()}
+        if {name: tuple(t.shape) for name, t in saved.items()} != expected:
+            raise ConfigError(f"{run_dir / 'best_head.safetensors'}: its shapes do not fit {encoder!r} embeddings "
+                              f"of dimension {encoded.doc_emb.shape[1]}; evaluate with the run's own encoder")
+        head.load_state_dict(saved)
     measures = tuple(args.measure) if args.measure else REPORT_MEASURES
     evaluation, run = evaluate_head(head, encoded, query_ids, normalize=normalize, measures=measures,
                                     depth=args.depth)

@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..train.config import ConfigError, METHODS, TrainConfig
-from ..train.evaluate import REPORT_MEASURES, evaluate_head
 from ..data.sources import resolve
+from ..train.config import METHODS, ConfigError, TrainConfig, read_yaml_mapping
+from ..train.evaluate import evaluate_head
 from ..train.prepare import EncodedCollection, PreparedData, data_key, encode_collection, prepare_data
 from ..train.trainer import Trainer, check_resolvable
 
@@ -69,11 +67,7 @@ class CompareConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "CompareConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from error
+        raw = read_yaml_mapping(path)
         unknown = sorted(set(raw) - {"base", "methods", "seeds", "sweep", "output_dir"})
         if unknown:
             raise ConfigError(f"{path}: unknown top-level field(s) {', '.join(unknown)}")

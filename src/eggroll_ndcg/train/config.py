@@ -29,6 +29,18 @@ class ConfigError(ValueError):
     """A configuration that cannot run; raised before any data is loaded or encoded."""
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; `ConfigError` naming the file for invalid YAML or a non-mapping."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+    return values
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. Field names follow the reference system where it had them.
@@ -178,13 +190,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
         """Fields from a YAML mapping, or from the `base` section of a `compare` config."""
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from error
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+        values = read_yaml_mapping(path)
         if "base" in values:  # a `compare` config: its shared base settings
             return cls.from_dict(values["base"] or {}, source=f"{path}: base")
         return cls.from_dict(values, source=str(path))
