@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any
 
@@ -16,20 +15,32 @@ SIGNIFICANCE_MEASURE = "ndcg@10"
 REFERENCES = ("zero-shot", "eggroll")
 
 
-def _seed_value(fold_runs: list[dict[str, Any]], metric: str) -> float:
-    """A seed's value of `metric`: over k-fold runs, test metrics are weighted by each fold's query count
-    (so they equal the mean over all test queries), other metrics are plain means over folds."""
-    values = [run.get(metric, math.nan) for run in fold_runs]
-    if metric.startswith("test"):
-        group = metric.split("/")[0] if metric.startswith("test_") else None
-        weights = [
-            run[f"{group}/count"] if group else run["test_seen/count"] + run["test_unseen/count"]
-            for run in fold_runs
-        ] if all("test_seen/count" in run for run in fold_runs) else [1] * len(fold_runs)
-        pairs = [(v, w) for v, w in zip(values, weights) if w and not math.isnan(v)]
-        total = sum(w for _, w in pairs)
-        return sum(v * w for v, w in pairs) / total if total else math.nan
-    return statistics.fmean(values)
+def _seed_value(fold_runs: list[dict[str, Any]], metric: str) -> float | None:
+    """A seed's value of `metric` (None when no run has it, e.g. no seen-document test query). Over k-fold
+    runs, test metrics are weighted by each fold's number of test queries of that group (so they equal the
+    mean over all those queries); other metrics are plain means over folds."""
+    pairs = []
+    for run in fold_runs:
+        value = run.get(metric)
+        if value is None:
+            continue
+        if metric.startswith("test_"):
+            weight = run[f"{metric.split('/')[0]}/count"]
+        elif metric.startswith("test/") and "test_seen/count" in run:
+            weight = run["test_seen/count"] + run["test_unseen/count"]
+        else:
+            weight = 1
+        pairs.append((value, weight))
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
+
+
+def _mean_std(values: list[float | None]) -> list[float | None]:
+    """[mean, std] over seeds of the defined values; [None, None] when none is defined."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return [None, None]
+    return [statistics.fmean(defined), statistics.stdev(defined) if len(defined) > 1 else 0.0]
 
 
 def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, float]]],
@@ -42,9 +53,8 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
     """
     table: dict[str, dict[str, list[float]]] = {}
     for method, entry in results["methods"].items():
-        seed_values = {m: [_seed_value(runs, m) for runs in entry["runs"].values()] for m in TABLE_METRICS}
         table[method] = {
-            m: [statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0] for m, v in seed_values.items()
+            m: _mean_std([_seed_value(runs, m) for runs in entry["runs"].values()]) for m in TABLE_METRICS
         }
 
     comparisons = []
@@ -75,9 +85,9 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
             "test_queries": {"all": len(groups["all"]), "unseen": len(groups["unseen"])}}
 
 
-def _cell(mean_std: list[float]) -> str:
+def _cell(mean_std: list[float | None]) -> str:
     mean, std = mean_std
-    return "n/a" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+    return "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:

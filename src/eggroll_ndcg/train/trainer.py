@@ -240,7 +240,7 @@ class Trainer:
             metrics[f"test_{group}/count"] = len(ids)
             for name in REPORT_MEASURES:
                 values = [evaluation.per_query[q][name] for q in ids]
-                metrics[f"test_{group}/{name}"] = sum(values) / len(values) if values else float("nan")
+                metrics[f"test_{group}/{name}"] = sum(values) / len(values) if values else None  # no such query
         self.test_per_query = evaluation.per_query
         if self.output_dir is not None:
             save_file({k: v.contiguous() for k, v in head.state_dict().items()},
