@@ -59,6 +59,8 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
 
     comparisons = []
     groups = {"all": sorted(seen), "unseen": sorted(q for q, s in seen.items() if not s)}
+    if len(groups["unseen"]) == len(groups["all"]):  # every test query is unseen: one group, not two copies
+        del groups["unseen"]
     for reference in REFERENCES:
         if reference not in per_query:
             continue
@@ -82,7 +84,7 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
         for row, adjusted in zip(comparisons, holm([row["randomization_p"] for row in comparisons])):
             row["holm_p"] = adjusted
     return {"table": table, "significance": comparisons,
-            "test_queries": {"all": len(groups["all"]), "unseen": len(groups["unseen"])}}
+            "test_queries": {"all": len(seen), "unseen": sum(not s for s in seen.values())}}
 
 
 def _cell(mean_std: list[float | None]) -> str:

@@ -38,7 +38,7 @@ def encode_collection(
     """Encode (through the embedding cache) the corpus and every labelled query, in the canonical order that
     `eggroll-ndcg encode` uses too, so training and evaluation hit the same cache entries."""
     encoder = load_encoder(encoder_name, device=device)
-    log.info("encoding %s with %s (cached)", collection.name, encoder.name)
+    log.info("embedding %s with %s (served from the cache when already encoded)", collection.name, encoder.name)
     embeddings = encode_labelled_collection(encoder, collection, progress=progress)
     return EncodedCollection(
         collection=collection, query_row={qid: row for row, qid in enumerate(embeddings.query_ids)},
