@@ -25,9 +25,8 @@ from typing import Any
 
 from ..data.sources import resolve
 from ..train.config import METHODS, ConfigError, TrainConfig, read_yaml_mapping
-from ..train.evaluate import evaluate_head
 from ..train.prepare import EncodedCollection, PreparedData, data_key, encode_collection, prepare_data
-from ..train.trainer import Trainer, check_resolvable
+from ..train.trainer import Trainer, check_resolvable, final_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +120,7 @@ class Comparison:
         return dict(metrics), per_query
 
     def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-        data = self.data_for(config)
-        metrics: dict[str, Any] = {}
-        per_query: dict[str, dict[str, float]] = {}
-        for split in ("train", "val", "test"):
-            ids = data.queries(split)
-            if split == "train":
-                ids = ids[: max(len(data.queries("val")), 1)]
-            evaluation, _ = evaluate_head(None, data, ids, normalize=config.normalize)
-            metrics.update({f"{split}/{k}": v for k, v in evaluation.mean.items()})
-            if split == "test":
-                per_query = evaluation.per_query
+        metrics, per_query, _ = final_evaluation(None, self.data_for(config), normalize=config.normalize)
         return metrics, per_query
 
     def run(self) -> dict[str, Any]:

@@ -227,28 +227,39 @@ class Trainer:
 
     def _finish(self, head, state: dict[str, Any]) -> dict[str, Any]:
         """Evaluate the best head once: train/val summaries and the held-out test queries."""
-        data = self.data
-        test_ids = data.queries("test")
         metrics: dict[str, Any] = {"best_step": state["best_step"], "steps": state["step"],
                                    "time_to_best": state["best_elapsed"], "train_time": state["elapsed"]}
-        metrics.update(self._evaluate(head, "train", data.queries("train")[: max(len(data.queries("val")), 1)]))
-        metrics.update(self._evaluate(head, "val", data.queries("val")))
-        evaluation, run = evaluate_head(head, data, test_ids, normalize=self.config.normalize)
-        metrics.update({f"test/{name}": value for name, value in evaluation.mean.items()})
-        seen = set(data.seen_document_queries(test_ids))
-        for group, ids in (("seen", [q for q in test_ids if q in seen]), ("unseen", [q for q in test_ids if q not in seen])):
-            metrics[f"test_{group}/count"] = len(ids)
-            for name in REPORT_MEASURES:
-                values = [evaluation.per_query[q][name] for q in ids]
-                metrics[f"test_{group}/{name}"] = sum(values) / len(values) if values else None  # no such query
-        self.test_per_query = evaluation.per_query
+        summary, self.test_per_query, run = final_evaluation(head, self.data, normalize=self.config.normalize)
+        metrics.update(summary)
         if self.output_dir is not None:
             save_file({k: v.contiguous() for k, v in head.state_dict().items()},
                       str(self.output_dir / "best_head.safetensors"))
             write_run(run, self.output_dir / "test_run.trec", tag=self.config.method)
             _write_json_atomic(self.output_dir / "metrics.json", metrics)
-            _write_json_atomic(self.output_dir / "test_per_query.json", evaluation.per_query)
+            _write_json_atomic(self.output_dir / "test_per_query.json", self.test_per_query)
         return metrics
+
+
+def final_evaluation(
+    head: torch.nn.Module | None, data: PreparedData, *, normalize: bool
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The report of a head (None: the zero-shot encoder): `train/…` on as many training queries as there
+    are validation queries, `val/…`, `test/…`, and `test_seen/…` / `test_unseen/…` with their counts (a
+    group with no query gets None). Returns (metrics, test per-query values, test run)."""
+    metrics: dict[str, Any] = {}
+    val_ids, test_ids = data.queries("val"), data.queries("test")
+    for split, ids in (("train", data.queries("train")[: max(len(val_ids), 1)]), ("val", val_ids)):
+        evaluation, _ = evaluate_head(head, data, ids, normalize=normalize)
+        metrics.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
+    evaluation, run = evaluate_head(head, data, test_ids, normalize=normalize)
+    metrics.update({f"test/{name}": value for name, value in evaluation.mean.items()})
+    seen = set(data.seen_document_queries(test_ids))
+    for group, ids in (("seen", [q for q in test_ids if q in seen]), ("unseen", [q for q in test_ids if q not in seen])):
+        metrics[f"test_{group}/count"] = len(ids)
+        for name in REPORT_MEASURES:
+            values = [evaluation.per_query[q][name] for q in ids]
+            metrics[f"test_{group}/{name}"] = sum(values) / len(values) if values else None
+    return metrics, evaluation.per_query, run
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
