@@ -81,3 +81,11 @@ def test_model_selection_never_reads_test_queries(small_config, small_data, monk
     monkeypatch.setattr(trainer_module, "evaluate_head", spy)
     Trainer(small_config, data=small_data, progress=False).train()
     assert calls.count(True) == 1 and calls[-1] is True
+
+
+def test_an_early_stopped_run_stays_stopped_when_resumed(small_config, small_data):
+    config = small_config.replace(method="infonce", learning_rate=1.0, num_steps=40, eval_every=2, patience=1)
+    first = Trainer(config, data=small_data, progress=False).train()
+    assert first["steps"] < config.num_steps  # stopped early
+    again = Trainer(config, data=small_data, progress=False).train()
+    assert again["steps"] == first["steps"] and again["test/ndcg@10"] == first["test/ndcg@10"]

@@ -178,6 +178,8 @@ class Trainer:
 
         start_step = state["step"]
         last_step = start_step + stop_after if stop_after is not None else config.num_steps
+        if self._stopped_early(state):  # a resumed run that had already stopped early stays stopped
+            last_step = start_step
         bar = tqdm(range(start_step, min(last_step, config.num_steps)), disable=not self.progress,
                    desc=f"{config.method} {config.task}", initial=start_step, total=config.num_steps)
         for step in bar:
