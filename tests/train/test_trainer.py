@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eggroll_ndcg.train.config import ConfigError
 from eggroll_ndcg.train.evaluate import evaluate_head
 from eggroll_ndcg.train.trainer import EGGROLLTrainer, Trainer
 
@@ -81,6 +82,16 @@ def test_model_selection_never_reads_test_queries(small_config, small_data, monk
     monkeypatch.setattr(trainer_module, "evaluate_head", spy)
     Trainer(small_config, data=small_data, progress=False).train()
     assert calls.count(True) == 1 and calls[-1] is True
+
+
+def test_resuming_with_another_config_is_refused_and_leaves_the_run_folder_unchanged(small_config, small_data,
+                                                                                    tmp_path):
+    config = small_config.replace(method="eggroll", output_dir=str(tmp_path / "run"))
+    Trainer(config, data=small_data, progress=False).train(stop_after=4)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="different config"):
+        Trainer(config.replace(sigma=config.sigma * 2), data=small_data, progress=False).train()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
 
 
 def test_an_early_stopped_run_stays_stopped_when_resumed(small_config, small_data):

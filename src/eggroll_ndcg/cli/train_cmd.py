@@ -28,7 +28,7 @@ def config_path(name: str) -> Path:
     raise ConfigError(f"config {name!r}: no such file, and not a packaged config ({names})")
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`--set field=value` pairs, each value parsed as YAML (numbers, booleans, null, lists)."""
     values = {}
     for pair in pairs:
@@ -56,7 +56,7 @@ def _config_from(args: argparse.Namespace, base: TrainConfig | None = None) -> T
     for name in ("method", "output_dir", "seed"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
-    changes.update(_overrides(args.set))
+    changes.update(parse_overrides(args.set))
     return TrainConfig.from_dict({**config.to_dict(), **changes}).validate()
 
 
@@ -125,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
     config = CompareConfig.from_yaml(config_path(args.config or "stdlib-code"))
     base_changes = {name: getattr(args, name) for name in ("task", "data_dir", "encoder", "device")
                     if getattr(args, name, None) is not None}
-    base_changes.update(_overrides(args.set))
+    base_changes.update(parse_overrides(args.set))
     if base_changes:
         config.base = TrainConfig.from_dict({**config.base.to_dict(), **base_changes})
     if args.seeds:

@@ -153,14 +153,15 @@ class Trainer:
         }
         best_head: dict[str, torch.Tensor] = {}
         checkpoint_dir = self.output_dir / "checkpoint" if self.output_dir else None
-        if self.output_dir is not None:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
-            data.splits.save(self.output_dir / "splits.json")
         if checkpoint_dir is not None and checkpoint_dir.exists():
             saved = load_checkpoint(checkpoint_dir)
             if saved["config"] != json.loads(config.to_json()):
                 raise ConfigError(f"{checkpoint_dir}: written by a different config; use another output_dir")
+        if self.output_dir is not None:  # only once a resume is known to be allowed: a refusal changes nothing
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
+            data.splits.save(self.output_dir / "splits.json")
+        if checkpoint_dir is not None and checkpoint_dir.exists():
             head.load_state_dict(saved["head"])
             method.load_state_dict(saved["method"])
             state, best_head = saved["trainer"], saved["best_head"]
