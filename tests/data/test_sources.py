@@ -9,7 +9,7 @@ import types
 import pytest
 
 from eggroll_ndcg.data import sources
-from eggroll_ndcg.data.beir import load_beir
+from eggroll_ndcg.data.beir import DataError, load_beir
 from eggroll_ndcg.data.sources import (
     HUB_SOURCES,
     OfflineError,
@@ -40,6 +40,16 @@ def test_short_names_resolve_against_the_environment_variable(datasets_dir, monk
     monkeypatch.setenv("EGGROLL_NDCG_DATA", str(datasets_dir))
     assert resolve("scifact").manifest["counts"]["docs"] == 5183
     assert is_known_source("scifact")
+
+
+def test_a_non_beir_folder_in_the_working_directory_does_not_shadow_a_named_collection(
+    datasets_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scifact").mkdir()  # e.g. the output folder of a run, named after the collection
+    assert resolve("scifact", data_dir=datasets_dir).manifest["counts"]["docs"] == 5183
+    with pytest.raises(DataError, match="no corpus.jsonl"):
+        resolve("./scifact", data_dir=datasets_dir)  # written as a path: that folder, and why it is not BEIR
 
 
 def test_unknown_name_raises_and_lists_the_known_names(tmp_path, monkeypatch):

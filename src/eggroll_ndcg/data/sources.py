@@ -2,7 +2,8 @@
 
 `resolve(name_or_path)` tries, in order:
 
-1. a local BEIR folder path (any folder with a corpus file and `queries.jsonl`);
+1. a local folder: one written as a path (`./x`, `/data/x`), or a bare name that is a BEIR folder here (it
+   has a corpus file; any other folder of that name, such as a run folder, does not shadow steps 2-4);
 2. `stdlib-code`, the embedded default, built from the running Python's standard library (no download);
 3. a folder `<data_dir>/<name>`, where `data_dir` is the argument, else `$EGGROLL_NDCG_DATA`;
 4. a hub collection: the 13 NanoBEIR English tasks (`NanoMSMARCO`, `NanoSciFact`, ...) and `Ko-StrategyQA`.
@@ -212,7 +213,7 @@ def resolve(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> 
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if path.is_dir():
+    if _is_local_path(text):
         return load_beir(path)
     if text == STDLIB_CODE:
         return load_stdlib_code()
@@ -222,11 +223,26 @@ def resolve(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> 
     hub = _hub_source(text)
     if hub is not None:
         return _load_hub(hub)
+    if path.is_dir():  # a bare name that is only a non-BEIR folder here: load_beir says what it lacks
+        return load_beir(path)
     where = f"{folder}" if folder is not None else f"no data folder (set {DATA_ENV} or pass data_dir)"
     known = ", ".join(info.name for info in list_sources(data_dir))
     raise UnknownSourceError(
         f"unknown collection {text!r}: not a folder, not in {where}, not a hub collection. Known: {known}"
     )
+
+
+def _is_local_path(text: str) -> bool:
+    """A folder that `resolve` loads as given: one written as a path, or a bare name that is a BEIR folder.
+
+    A bare name such as "scifact" that is only some other folder in the working directory (a run folder, say)
+    does not shadow the collection of that name in the data folder or on the hub.
+    """
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        return False
+    written_as_path = "/" in text or "\\" in text or text.startswith((".", "~"))
+    return written_as_path or any((path / name).is_file() for name in ("corpus.jsonl", "corpus.jsonl.gz"))
 
 
 def is_known_source(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> bool:
