@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| lever | overrides | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and c != "train_time" else
-                 (f"{row[c]:.0f} s" if c == "train_time" else str(row[c])) for c in COLUMNS]
+        cells = ["n/a" if row[c] is None else f"{row[c]:.0f} s" if c == "train_time" else
+                 f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]
         print(f"| {row['lever']} | {json.dumps(row['overrides'])} | " + " | ".join(cells) + " |")
     chosen = max(rows, key=lambda r: r["val/ndcg@10"])
     print(f"\nchosen on validation: {chosen['lever']} (val {chosen['val/ndcg@10']:.4f})")
