@@ -18,6 +18,7 @@ from eggroll_ndcg.train.trainer import Trainer
         ({"sigma": -0.1}, "sigma"),
         ({"n_folds": 5}, "fold"),
         ({"val_metric": "ndcg10"}, "val_metric"),
+        ({"val_queries": "unseen"}, "val_queries"),
     ],
 )
 def test_invalid_field_is_named_in_the_error(changes, field):

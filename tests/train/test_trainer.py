@@ -84,6 +84,32 @@ def test_model_selection_never_reads_test_queries(small_config, small_data, monk
     assert calls.count(True) == 1 and calls[-1] is True
 
 
+def test_unseen_document_validation_selects_on_val_queries_without_a_training_positive(
+    small_config, small_data, monkeypatch
+):
+    """`val_queries: unseen-documents`: every validation query read during training and in the report has no
+    relevant document among the training positives; the seen-document validation queries are never read."""
+    import eggroll_ndcg.train.trainer as trainer_module
+
+    val_ids = small_data.queries("val")
+    seen_val = set(small_data.seen_document_queries(val_ids))
+    unseen_val = small_data.validation_queries("unseen-documents")
+    assert seen_val and unseen_val and set(unseen_val) == set(val_ids) - seen_val  # both groups exist here
+    read = set()
+    real = trainer_module.evaluate_head
+
+    def spy(head, data, query_ids, **kwargs):
+        read.update(query_ids)
+        return real(head, data, query_ids, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate_head", spy)
+    config = small_config.replace(val_queries="unseen-documents", output_dir=None)
+    metrics = Trainer(config, data=small_data, progress=False).train()
+    assert not read & seen_val and set(unseen_val) <= read
+    everything = Trainer(small_config.replace(output_dir=None), data=small_data, progress=False).train()
+    assert metrics["val/ndcg@10"] != everything["val/ndcg@10"]  # the report's val is the subset's
+
+
 def test_resuming_with_another_config_is_refused_and_leaves_the_run_folder_unchanged(small_config, small_data,
                                                                                     tmp_path):
     config = small_config.replace(method="eggroll", output_dir=str(tmp_path / "run"))

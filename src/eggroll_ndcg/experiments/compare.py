@@ -120,7 +120,9 @@ class Comparison:
         return dict(metrics), per_query
 
     def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-        metrics, per_query, _ = final_evaluation(None, self.data_for(config), normalize=config.normalize)
+        metrics, per_query, _ = final_evaluation(
+            None, self.data_for(config), normalize=config.normalize, val_queries=config.val_queries
+        )
         return metrics, per_query
 
     def run(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ METHODS = ES_METHODS + GRADIENT_METHODS
 HEADS = ("linear", "mlp", "subspace")
 FITNESS_METRICS = ("ndcg", "mrr", "recall")
 OPTIMIZERS = ("sgd", "adam", "adamw", "clipup")
+VAL_QUERIES = ("all", "unseen-documents")
 SIGMA_SCHEDULES = ("constant", "linear", "cosine", "exponential", "adaptive")
 
 
@@ -57,7 +58,9 @@ class TrainConfig:
     p <- p - anchor_decay * (p - p_0) (for the identity head: a decay toward the zero-shot encoder), the
     same for every method.
     Fitness (EGGROLL) and validation: `fitness_metric`@`fitness_k` per training query; model selection uses
-    `val_metric` on validation queries only.
+    `val_metric` on validation queries only: all of them (`val_queries: all`), or only those none of whose
+    relevant documents was a training positive (`val_queries: unseen-documents`), the validation twin of the
+    unseen-document test group, for selecting what generalizes to new documents rather than a document prior.
     """
 
     task: str = "stdlib-code"
@@ -93,6 +96,7 @@ class TrainConfig:
     patience: int | None = None
     val_metric: str = "ndcg@10"
     max_val_queries: int | None = None
+    val_queries: str = "all"
 
     learning_rate: float = 0.05
     optimizer: str = "adam"
@@ -162,6 +166,8 @@ class TrainConfig:
         metric, _, k = self.val_metric.partition("@")
         if metric not in ("ndcg", "mrr", "recall", "map") or not k.isdigit() or int(k) < 1:
             fail("val_metric", f"expected e.g. 'ndcg@10', got {self.val_metric!r}")
+        if self.val_queries not in VAL_QUERIES:
+            fail("val_queries", f"expected one of {', '.join(VAL_QUERIES)}, got {self.val_queries!r}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             fail("device", f"expected 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self

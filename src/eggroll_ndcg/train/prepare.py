@@ -61,6 +61,17 @@ class PreparedData(EncodedCollection):
     def queries(self, split: str) -> tuple[str, ...]:
         return tuple(getattr(self.splits, split))
 
+    def validation_queries(self, which: str = "all") -> tuple[str, ...]:
+        """The validation queries model selection reads: "all", or "unseen-documents" (those with no relevant
+        document among the training positives, like the unseen-document test group)."""
+        val_ids = self.queries("val")
+        if which == "all":
+            return val_ids
+        if which == "unseen-documents":
+            seen = set(self.seen_document_queries(val_ids))
+            return tuple(qid for qid in val_ids if qid not in seen)
+        raise ValueError(f"unknown validation subset {which!r}")
+
     def seen_document_queries(self, query_ids: tuple[str, ...]) -> tuple[str, ...]:
         """The queries with a relevant document that was a positive of some training query."""
         judged = self.collection.judgments

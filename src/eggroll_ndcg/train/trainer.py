@@ -143,7 +143,9 @@ class Trainer:
         trainable = torch.nonzero(pools.ideal_grades[:, 0] > 0).flatten()
         if trainable.numel() == 0:
             raise ConfigError(f"{config.task}: no training query has a relevant document")
-        val_ids = data.queries("val")[: config.max_val_queries]
+        val_ids = data.validation_queries(config.val_queries)[: config.max_val_queries]
+        if not val_ids:
+            raise ConfigError(f"{config.task}: no validation query in the subset val_queries={config.val_queries!r}")
         train_eval_ids = data.queries("train")[: max(len(val_ids), 1)]
         key = config.val_metric
 
@@ -155,7 +157,8 @@ class Trainer:
         checkpoint_dir = self.output_dir / "checkpoint" if self.output_dir else None
         if checkpoint_dir is not None and checkpoint_dir.exists():
             saved = load_checkpoint(checkpoint_dir)
-            if saved["config"] != json.loads(config.to_json()):
+            # read through TrainConfig, so a field added later (at its default) does not block a resume
+            if TrainConfig.from_dict(saved["config"]).to_json() != config.to_json():
                 raise ConfigError(f"{checkpoint_dir}: written by a different config; use another output_dir")
         if self.output_dir is not None:  # only once a resume is known to be allowed: a refusal changes nothing
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +235,9 @@ class Trainer:
         """Evaluate the best head once: train/val summaries and the held-out test queries."""
         metrics: dict[str, Any] = {"best_step": state["best_step"], "steps": state["step"],
                                    "time_to_best": state["best_elapsed"], "train_time": state["elapsed"]}
-        summary, self.test_per_query, run = final_evaluation(head, self.data, normalize=self.config.normalize)
+        summary, self.test_per_query, run = final_evaluation(
+            head, self.data, normalize=self.config.normalize, val_queries=self.config.val_queries
+        )
         metrics.update(summary)
         if self.output_dir is not None:
             save_file({k: v.contiguous() for k, v in head.state_dict().items()},
@@ -244,13 +249,14 @@ class Trainer:
 
 
 def final_evaluation(
-    head: torch.nn.Module | None, data: PreparedData, *, normalize: bool
+    head: torch.nn.Module | None, data: PreparedData, *, normalize: bool, val_queries: str = "all"
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The report of a head (None: the zero-shot encoder): `train/…` on as many training queries as there
-    are validation queries, `val/…`, `test/…`, and `test_seen/…` / `test_unseen/…` with their counts (a
-    group with no query gets None). Returns (metrics, test per-query values, test run)."""
+    are validation queries, `val/…` on the validation subset `val_queries` selects on, `test/…`, and
+    `test_seen/…` / `test_unseen/…` with their counts (a group with no query gets None). Returns (metrics,
+    test per-query values, test run)."""
     metrics: dict[str, Any] = {}
-    val_ids, test_ids = data.queries("val"), data.queries("test")
+    val_ids, test_ids = data.validation_queries(val_queries), data.queries("test")
     for split, ids in (("train", data.queries("train")[: max(len(val_ids), 1)]), ("val", val_ids)):
         evaluation, _ = evaluate_head(head, data, ids, normalize=normalize)
         metrics.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
