@@ -69,3 +69,15 @@ def test_compare_rejects_a_sweep_value_that_cannot_run(folder, tmp_path):
     config.sweep = {"eggroll": {"population_size": [31]}}
     with pytest.raises(ConfigError, match="population_size"):
         config.validate()
+
+
+def test_every_packaged_config_is_a_valid_comparison():
+    """Each YAML shipped in the package loads and validates, and writes to a folder named after itself."""
+    from eggroll_ndcg.cli.train_cmd import PACKAGED_CONFIGS
+
+    paths = sorted(PACKAGED_CONFIGS.glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"stdlib-code", "scifact", "scifact-unseen-val", "squad", "trec-dl19",
+                                        "autorag-ko"}
+    for path in paths:
+        config = CompareConfig.from_yaml(path).validate()
+        assert config.base.validate() and config.output_dir.endswith(path.stem), path
