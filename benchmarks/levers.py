@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 handle.write(json.dumps(done[name], sort_keys=True) + "\n")
         rows.append(done[name])
 
-    print(f"\n{args.config}: {args.method} levers, seed {args.seed}, {base.num_steps} steps (best step chosen on val)\n")
+    print(f"\n{args.config}: {args.method} levers, seed {args.seed}, {base.num_steps} steps, best step and "
+          f"lever chosen on validation queries: {base.val_queries}\n")
     print("| lever | overrides | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for row in rows:
