@@ -56,6 +56,20 @@ def test_results_hold_every_method_with_seeds_and_significance(compared):
         assert (out / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_results_md_is_rebuilt_exactly_from_the_saved_json(compared):
+    """The report reads results.json as written (keys sorted), so results.md can be regenerated from disk."""
+    import json
+
+    from eggroll_ndcg.experiments.report import write_markdown
+
+    out, _ = compared
+    results = json.loads((out / "results.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
+    markdown = write_markdown(results, timings)
+    assert markdown == (out / "results.md").read_text()
+    assert "{'learning_rate': 0.01} -> 0." in markdown
+
+
 def test_sweep_choice_uses_validation_only(compared):
     out, results = compared
     for method in ("eggroll", "infonce"):

@@ -21,7 +21,7 @@ def test_a_group_without_queries_is_reported_as_missing_not_nan():
     runs = {"0": [_run(0.5, None, 0.5, 0, 4)], "1": [_run(0.6, None, 0.6, 0, 4)]}
     results = {"config": {"base": {"task": "t", "encoder": "e", "head": "linear", "normalize": True,
                                    "pool_size": 8, "bm25_negatives": 0, "random_negatives": 0, "num_steps": 1,
-                                   "batch_queries": 1}, "seeds": [0, 1]},
+                                   "batch_queries": 1}, "seeds": [0, 1], "methods": ["eggroll"]},
                "methods": {"zero-shot": {"runs": {"-": [_run(0.4, None, 0.4, 0, 4)]}}, "eggroll": {"runs": runs}}}
     per_query = {m: {f"q{i}": {"ndcg@10": v + 0.01 * i} for i in range(4)} for m, v in (("zero-shot", 0.4), ("eggroll", 0.55))}
     results["summary"] = summarize(results, per_query, {f"q{i}": False for i in range(4)})

@@ -96,19 +96,23 @@ def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:
     """results.md: the metrics table, the significance table and the chosen configurations."""
     base = results["config"]["base"]
     summary = results["summary"]
+    selection = ("validation queries only" if base.get("val_queries", "all") == "all" else
+                 "unseen-document validation queries only (val_queries: unseen-documents)")
     lines = [
         f"# Comparison on `{base['task']}` with `{base['encoder']}`",
         "",
         f"Seeds: {results['config']['seeds']}. Head: {base['head']} (normalize={base['normalize']}), "
         f"pool: top {base['pool_size']} (+{base['bm25_negatives']} BM25, +{base['random_negatives']} random), "
-        f"{base['num_steps']} steps, batch {base['batch_queries']} queries. Model selection on validation "
-        f"queries only; test = {summary['test_queries']['all']} held-out queries "
+        f"{base['num_steps']} steps, batch {base['batch_queries']} queries. Model selection on {selection}; "
+        f"test = {summary['test_queries']['all']} held-out queries "
         f"({summary['test_queries']['unseen']} with no relevant document seen as a training positive).",
         "",
         "| method | " + " | ".join(TABLE_METRICS) + " |",
         "|---" * (len(TABLE_METRICS) + 1) + "|",
     ]
-    for method, row in summary["table"].items():
+    order = ["zero-shot", *results["config"]["methods"]]  # not dict order: results.json is written key-sorted
+    for method in order:
+        row = summary["table"][method]
         lines.append(f"| {method} | " + " | ".join(_cell(row[m]) for m in TABLE_METRICS) + " |")
     lines += [
         "",
@@ -124,14 +128,17 @@ def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:
             f"| {row['holm_p']:.3g} | {row['wins']}/{row['ties']}/{row['losses']} |"
         )
     lines += ["", "## Chosen configurations (validation queries only)", ""]
-    for method, entry in results["methods"].items():
+    for method in order:
+        entry = results["methods"][method]
         if "chosen" in entry:
-            tried = ", ".join(f"{row['values']} -> {list(row.values())[1]:.4f}" for row in entry["sweep"])
+            val_key = f"val/{base['val_metric']}"
+            tried = ", ".join(f"{row['values']} -> {row[val_key]:.4f}" for row in entry["sweep"])
             lines.append(f"- **{method}**: {entry['chosen'] or 'base values'} (tried: {tried})")
     if timings:
         lines += ["", "## Wall-clock (seconds, mean over runs)", "", "| method | train time | time to best val |",
                   "|---|---|---|"]
-        for method, rows in timings.items():
+        for method in order[1:]:
+            rows = timings[method]
             lines.append(f"| {method} | {statistics.fmean(r['train_time'] for r in rows):.1f} "
                          f"| {statistics.fmean(r['time_to_best'] for r in rows):.1f} |")
     return "\n".join(lines) + "\n"
