@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from eggroll_ndcg.train.config import ConfigError
 from eggroll_ndcg.train.evaluate import evaluate_head
-from eggroll_ndcg.train.trainer import EGGROLLTrainer, Trainer
+from eggroll_ndcg.train.trainer import EGGROLLTrainer, Trainer, make_head
 
 ALL_METHODS = ("eggroll", "infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
 
@@ -35,6 +35,21 @@ def test_every_method_trains_and_reports_held_out_test_metrics(method, small_con
     assert metrics["steps"] == small_config.num_steps
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
     assert metrics["test_seen/count"] + metrics["test_unseen/count"] == len(small_data.queries("test"))
+
+
+@pytest.mark.parametrize("head", ["mlp", "subspace", "adapter"])
+@pytest.mark.parametrize("method", ["eggroll", "infonce"])
+def test_every_head_starts_at_zero_shot_and_trains_with_es_and_gradients(head, method, small_config, small_data,
+                                                                          tmp_path):
+    config = small_config.replace(method=method, head=head, subspace_dim=4, head_hidden_size=8)
+    metrics = Trainer(config, data=small_data, progress=False).train()
+    zero_shot, _ = evaluate_head(None, small_data, small_data.queries("test"), normalize=True)
+    untrained, _ = evaluate_head(make_head(config, small_data.doc_emb), small_data, small_data.queries("test"),
+                                 normalize=True)
+    assert untrained.mean == zero_shot.mean
+    steps = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "update_norm" in r]
+    assert len(steps) == config.num_steps and all(r["update_norm"] > 0 for r in steps)  # every step moved the head
+    assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
 
 
 @pytest.mark.parametrize("method", ["eggroll", "lambdaloss"])

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HEADS", "LinearHead", "MLPHead", "build_head", "score_pool"]
+__all__ = ["HEADS", "AdapterHead", "LinearHead", "MLPHead", "SubspaceHead", "build_head", "principal_basis",
+           "score_pool"]
 
 LinearInit = Literal["identity", "orthogonal", "random"]
 
@@ -128,6 +129,35 @@ class SubspaceHead(nn.Module):
         return h + (h @ self.basis) @ self.core.T @ self.basis.T
 
 
+class AdapterHead(nn.Module):
+    """f(h) = W h with W = I + U Pᵀ: a low-rank adapter whose down-projection is a fixed orthonormal basis
+    P [n, k] (a buffer, saved with the head; frozen as in LoRA-FA) and whose up-projection U [n, k] (``up``,
+    zero at the start) is learned: n·k parameters, any direction of the output space, read from k input
+    directions.
+
+    Step 0 is exactly the zero-shot encoder. A rank-r perturbation of U, U + c A Bᵀ (A [n, r], B [k, r]), is
+    the rank-r perturbation W + c A (P B)ᵀ of W, so the exact closed-form population scores of a linear head
+    apply unchanged. (Learning P as well would add a second-order term σ² E_U E_Pᵀ shared by both members of a
+    pair, which the closed form does not cover; hence the frozen down-projection.)
+    """
+
+    def __init__(self, basis: Tensor):
+        super().__init__()
+        if basis.dim() != 2 or basis.shape[1] > basis.shape[0]:
+            raise ValueError(f"basis must be [n, k] with k <= n, got {tuple(basis.shape)}")
+        self.register_buffer("basis", basis.detach().clone())
+        self.up = nn.Parameter(torch.zeros(basis.shape[0], basis.shape[1], dtype=basis.dtype))
+
+    @property
+    def weight(self) -> Tensor:
+        """W = I + U Pᵀ, [n, n]."""
+        return torch.eye(self.basis.shape[0], dtype=self.basis.dtype, device=self.basis.device) + self.up @ self.basis.T
+
+    def forward(self, h: Tensor) -> Tensor:
+        """[..., n] -> [..., n]: h + (h P) Uᵀ."""
+        return h + (h @ self.basis) @ self.up.T
+
+
 def principal_basis(embeddings: Tensor, k: int) -> Tensor:
     """The top-k right singular vectors of the centered embeddings [N, n] -> [n, k] (orthonormal columns),
     with each column's sign fixed so that its largest-magnitude entry is positive (deterministic)."""
@@ -138,7 +168,7 @@ def principal_basis(embeddings: Tensor, k: int) -> Tensor:
     return (basis * signs).to(embeddings.dtype)
 
 
-HEADS = ("linear", "mlp", "subspace")
+HEADS = ("linear", "mlp", "subspace", "adapter")
 
 
 def build_head(kind: str, dim: int, *, out_dim: int | None = None, hidden: int = 512, init: LinearInit = "identity",
@@ -146,15 +176,15 @@ def build_head(kind: str, dim: int, *, out_dim: int | None = None, hidden: int =
                generator: torch.Generator | None = None) -> nn.Module:
     """A head from its config name: "linear" -> LinearHead(dim, out_dim or dim, init=, bias=);
     "mlp" -> MLPHead(dim, hidden) (``init`` and ``bias`` apply to the linear head only; the MLP has biases);
-    "subspace" -> SubspaceHead(basis) (``basis`` [dim, k] required)."""
+    "subspace" -> SubspaceHead(basis) and "adapter" -> AdapterHead(basis) (``basis`` [dim, k] required)."""
     if kind == "linear":
         return LinearHead(dim, out_dim or dim, init=init, bias=bias, generator=generator)
     if kind == "mlp":
         return MLPHead(dim, hidden, out_dim, generator=generator)
-    if kind == "subspace":
+    if kind in ("subspace", "adapter"):
         if basis is None or basis.shape[0] != dim:
-            raise ValueError(f"the subspace head needs a basis [dim={dim}, k]")
-        return SubspaceHead(basis)
+            raise ValueError(f"the {kind} head needs a basis [dim={dim}, k]")
+        return SubspaceHead(basis) if kind == "subspace" else AdapterHead(basis)
     raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
 
 

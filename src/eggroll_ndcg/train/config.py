@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 
 from ..es.shaping import get_shaping
+from ..models.heads import HEADS
 
 ES_METHODS = ("eggroll",)
 GRADIENT_METHODS = ("infonce", "listnet", "lambdaloss", "approx_ndcg", "pl_pg")
 METHODS = ES_METHODS + GRADIENT_METHODS
-HEADS = ("linear", "mlp", "subspace")
 FITNESS_METRICS = ("ndcg", "mrr", "recall")
 OPTIMIZERS = ("sgd", "adam", "adamw", "clipup")
 VAL_QUERIES = ("all", "unseen-documents")
@@ -51,9 +51,10 @@ class TrainConfig:
     split for collections with one labelled split.
     Pool: the top `pool_size` documents of the frozen encoder per training query, plus optional BM25 and random
     negatives; `insert_positives` adds judged positives the encoder missed (a training aid).
-    Head: "linear" (W, identity start), "mlp" (residual, zero-initialized output layer) or "subspace"
+    Head: "linear" (W, identity start), "mlp" (residual, zero-initialized output layer), "subspace"
     (W = I + P M Pᵀ with P the top `subspace_dim` principal directions of the corpus embeddings and M
-    learned; k² parameters instead of n²). All three start exactly at the zero-shot encoder.
+    learned; k² parameters instead of n²) or "adapter" (W = I + U Pᵀ, the same P frozen as the
+    down-projection and U [n, k] learned; n·k parameters). All four start exactly at the zero-shot encoder.
     Regularization: `anchor_decay` pulls every head parameter toward its initial value after each step,
     p <- p - anchor_decay * (p - p_0) (for the identity head: a decay toward the zero-shot encoder), the
     same for every method.
@@ -159,7 +160,7 @@ class TrainConfig:
             fail("fold", f"must be in [0, n_folds={self.n_folds}), got {self.fold}")
         if self.head_output_size is not None and self.head_output_size < 1:
             fail("head_output_size", f"must be >= 1, got {self.head_output_size}")
-        if self.head in ("mlp", "subspace") and self.head_output_size is not None:
+        if self.head in ("mlp", "subspace", "adapter") and self.head_output_size is not None:
             fail("head_output_size", f"the {self.head} head keeps the encoder's dimension; leave it unset")
         if self.subspace_dim < 1:
             fail("subspace_dim", f"must be >= 1, got {self.subspace_dim}")

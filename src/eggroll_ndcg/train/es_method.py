@@ -2,7 +2,8 @@
 fitness, one engine update per step.
 
 A linear head is scored with the exact closed form of the shared bilinear score (never materializing a
-member's weights), and so is the subspace head, whose rank-r noise on M is rank-r noise (P A)(P B)ᵀ on W;
+member's weights), and so are the subspace head, whose rank-r noise on M is rank-r noise (P A)(P B)ᵀ on W,
+and the adapter head, whose noise A Bᵀ on U is A (P B)ᵀ on W;
 any other head (the residual MLP) runs its Linear layers as a population. Fitness is the
 [N, B] matrix of per-member, per-query metrics, so per-query shapings can use the query structure.
 """
@@ -18,7 +19,7 @@ from torch import nn
 from ..es import AdaptiveSigma, CosineSigma, EggrollES, ExponentialSigma, LinearSigma, population_forward
 from ..es.perturb import bilinear_population_scores
 from ..metrics.ranking import ranking_metrics
-from ..models.heads import LinearHead, SubspaceHead
+from ..models.heads import AdapterHead, LinearHead, SubspaceHead
 from .batches import PoolBatch
 from .config import TrainConfig
 from .optimizers import make_optimizer
@@ -57,6 +58,9 @@ class EggrollMethod:
         if isinstance(self.head, SubspaceHead):  # M + cABᵀ is W + c(PA)(PB)ᵀ
             A, B = chunk.factors("core")
             return self.head.basis @ A, self.head.basis @ B
+        if isinstance(self.head, AdapterHead):  # U + cABᵀ is W + cA(PB)ᵀ
+            A, B = chunk.factors("up")
+            return A, self.head.basis @ B
         return None
 
     def _population_scores(self, chunk, batch: PoolBatch) -> torch.Tensor:

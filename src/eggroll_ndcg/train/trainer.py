@@ -63,10 +63,10 @@ def is_known_encoder(name: str) -> bool:
 
 
 def make_head(config: TrainConfig, doc_emb: torch.Tensor) -> torch.nn.Module:
-    """The head a config names, on the device of `doc_emb` [D, n]; the subspace head's basis is the top
+    """The head a config names, on the device of `doc_emb` [D, n]; the subspace and adapter heads' basis is the top
     `subspace_dim` principal directions of the corpus embeddings (unsupervised: no label is read)."""
     dim = doc_emb.shape[1]
-    basis = principal_basis(doc_emb, config.subspace_dim) if config.head == "subspace" else None
+    basis = principal_basis(doc_emb, config.subspace_dim) if config.head in ("subspace", "adapter") else None
     head = build_head(config.head, dim, out_dim=config.head_output_size, hidden=config.head_hidden_size, basis=basis)
     return head.to(doc_emb.device)
 
