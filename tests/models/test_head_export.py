@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from eggroll_ndcg.models.export import export_sentence_transformer
-from eggroll_ndcg.models.heads import LinearHead
+from eggroll_ndcg.models.heads import AdapterHead, LinearHead
 
 SENTENCES = ["How do I sort a list in Python?", "The cat sat on the mat.", "return sorted(items, key=len)"]
 
@@ -46,6 +46,23 @@ def test_exported_model_embeds_as_head_of_base_embeddings(base_model, tmp_path, 
     assert model.similarity_fn_name == ("cosine" if normalize else "dot")
     dense_config = json.loads((out / "3_Dense" / "config.json").read_text())
     assert dense_config["activation_function"] == "torch.nn.modules.linear.Identity"
+
+
+@pytest.mark.slow
+def test_exported_adapter_head_embeds_as_head_of_base_embeddings(base_model, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path, base = base_model
+    generator = torch.Generator().manual_seed(0)
+    head = AdapterHead(torch.linalg.qr(torch.randn(384, 8, generator=generator))[0])
+    with torch.no_grad():
+        head.up.normal_(generator=generator)
+    out = export_sentence_transformer(head, path, tmp_path / "exported", normalize=True)
+    got = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_tensor=True).clone()
+    with torch.no_grad():
+        expected = F.normalize(head(base.encode(SENTENCES, convert_to_tensor=True).clone()), dim=-1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 def test_export_rejects_a_head_of_the_wrong_input_dimension(base_model, tmp_path):

