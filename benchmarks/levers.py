@@ -6,11 +6,12 @@
         --levers base anchor=anchor_decay:0.01 --out runs/levers-scifact-infonce
 
 Each lever is a set of `TrainConfig` overrides applied to the `base` of a packaged (or YAML) compare config,
-with `--method` (default eggroll, with the settings the comparisons chose: ClipUp, lr 0.05) and `--set`. Every run selects its best step on
-validation queries, as `compare` does; the table also prints test NDCG@10 split into seen-document and
+with `--method` (default eggroll, with the settings the comparisons chose: ClipUp, lr 0.05) and `--set`.
+Every run selects its best step on validation queries, as `compare` does; the table also prints test NDCG@10 split into seen-document and
 unseen-document queries so the reader can see what each lever does out of sample, but a lever is only
 *chosen* by its validation score (the `chosen` line). One run per lever is written under --out; finished
-levers are read back from `levers.jsonl`, so an interrupted screen resumes.
+levers are read back from `levers.jsonl` (with their full config, so a lever name reused with other settings
+is refused), and an interrupted screen resumes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -38,17 +41,18 @@ LEVERS: dict[str, dict[str, Any]] = {
     "query_zscore": {"shaping": "query_zscore"},
     "rank_8": {"rank": 8},
     "population_2048": {"population_size": 2048},
+    "population_8192": {"population_size": 8192},
     "bm25_negatives_32": {"bm25_negatives": 32},
     "anchor_decay_0.01": {"anchor_decay": 0.01},
     "subspace_head": {"head": "subspace"},
-    "mlp_head": {"head": "mlp"},
+    "adapter_head": {"head": "adapter"},
 }
 COLUMNS = ("best_step", "train/ndcg@10", "val/ndcg@10", "test/ndcg@10", "test_seen/ndcg@10", "test_unseen/ndcg@10",
            "train_time")
 
 
 def parse_lever(text: str) -> tuple[str, dict[str, Any]]:
-    """A lever by name, or `name=field:value,field:value` for an ad-hoc one (values parsed as JSON)."""
+    """A lever by name, or `name=field:value,field:value` for an ad-hoc one (values parsed as YAML, as --set)."""
     if text in LEVERS:
         return text, LEVERS[text]
     name, sep, spec = text.partition("=")
@@ -57,7 +61,7 @@ def parse_lever(text: str) -> tuple[str, dict[str, Any]]:
     overrides = {}
     for item in spec.split(","):
         field, _, value = item.partition(":")
-        overrides[field.strip()] = json.loads(value)
+        overrides[field.strip()] = yaml.safe_load(value)
     return name, overrides
 
 
@@ -85,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     data_cache, encoded = {}, None
     rows = []
     for name, overrides in map(parse_lever, args.levers):
+        config = base.replace(output_dir=str(out / name), **overrides).validate()
+        if name in done and done[name].get("config", json.loads(config.to_json())) != json.loads(config.to_json()):
+            raise SystemExit(f"{done_path}: lever {name!r} was run with another config; use another --out")
         if name not in done:
-            config = base.replace(output_dir=str(out / name), **overrides).validate()
             key = data_key(config)
             if key not in data_cache:
                 data_cache[key] = prepare_data(config, encoded=encoded)
                 encoded = encoded or data_cache[key]  # PreparedData is an EncodedCollection
             metrics = Trainer(config, data=data_cache[key]).train()
-            done[name] = {"lever": name, "overrides": overrides, **{c: metrics.get(c) for c in COLUMNS}}
+            done[name] = {"lever": name, "overrides": overrides, "config": json.loads(config.to_json()),
+                          **{c: metrics.get(c) for c in COLUMNS}}
             with open(done_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(done[name], sort_keys=True) + "\n")
         rows.append(done[name])
