@@ -7,9 +7,9 @@
 
 Each lever is a set of `TrainConfig` overrides applied to the `base` of a packaged (or YAML) compare config,
 with `--method` (default eggroll, with the settings the comparisons chose: ClipUp, lr 0.05) and `--set`.
-Every run selects its best step on validation queries, as `compare` does; the table also prints test NDCG@10 split into seen-document and
-unseen-document queries so the reader can see what each lever does out of sample, but a lever is only
-*chosen* by its validation score (the `chosen` line). One run per lever is written under --out; finished
+Every run selects its best step on validation queries, as `compare` does; the table also prints test NDCG@10
+split into seen-document and unseen-document queries so the reader can see what each lever does out of
+sample, but a lever is only *chosen* by its validation score (the `chosen` line). One run per lever is written under --out; finished
 levers are read back from `levers.jsonl` (with their full config, so a lever name reused with other settings
 is refused), and an interrupted screen resumes.
 """

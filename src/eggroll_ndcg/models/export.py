@@ -20,8 +20,8 @@ from .heads import AdapterHead, LinearHead, SubspaceHead
 __all__ = ["export_sentence_transformer"]
 
 
-def export_sentence_transformer(head: LinearHead | SubspaceHead | AdapterHead, base_model_dir: str | Path, out_dir: str | Path, *,
-                                normalize: bool) -> Path:
+def export_sentence_transformer(head: LinearHead | SubspaceHead | AdapterHead, base_model_dir: str | Path,
+                                out_dir: str | Path, *, normalize: bool) -> Path:
     """Write base encoder + head as a sentence-transformers model folder at ``out_dir``; return its path.
 
     Args:

@@ -100,6 +100,13 @@ class MLPHead(nn.Module):
         return h + self.down(F.gelu(self.up(h)))
 
 
+def _frozen_basis(basis: Tensor) -> Tensor:
+    """A detached copy of a basis [n, k] (k <= n), kept as a buffer by the subspace and adapter heads."""
+    if basis.dim() != 2 or basis.shape[1] > basis.shape[0]:
+        raise ValueError(f"basis must be [n, k] with k <= n, got {tuple(basis.shape)}")
+    return basis.detach().clone()
+
+
 class SubspaceHead(nn.Module):
     """f(h) = W h with W = I + P M Pᵀ: a learned k x k matrix M (``core``, zero at the start) acting inside a
     fixed k-dimensional subspace with orthonormal basis P [n, k] (a buffer, saved with the head).
@@ -112,9 +119,7 @@ class SubspaceHead(nn.Module):
 
     def __init__(self, basis: Tensor):
         super().__init__()
-        if basis.dim() != 2 or basis.shape[1] > basis.shape[0]:
-            raise ValueError(f"basis must be [n, k] with k <= n, got {tuple(basis.shape)}")
-        self.register_buffer("basis", basis.detach().clone())
+        self.register_buffer("basis", _frozen_basis(basis))
         self.core = nn.Parameter(torch.zeros(basis.shape[1], basis.shape[1], dtype=basis.dtype))
 
     @property
@@ -143,9 +148,7 @@ class AdapterHead(nn.Module):
 
     def __init__(self, basis: Tensor):
         super().__init__()
-        if basis.dim() != 2 or basis.shape[1] > basis.shape[0]:
-            raise ValueError(f"basis must be [n, k] with k <= n, got {tuple(basis.shape)}")
-        self.register_buffer("basis", basis.detach().clone())
+        self.register_buffer("basis", _frozen_basis(basis))
         self.up = nn.Parameter(torch.zeros(basis.shape[0], basis.shape[1], dtype=basis.dtype))
 
     @property

@@ -3,8 +3,8 @@ fitness, one engine update per step.
 
 A linear head is scored with the exact closed form of the shared bilinear score (never materializing a
 member's weights), and so are the subspace head, whose rank-r noise on M is rank-r noise (P A)(P B)ᵀ on W,
-and the adapter head, whose noise A Bᵀ on U is A (P B)ᵀ on W;
-any other head (the residual MLP) runs its Linear layers as a population. Fitness is the
+and the adapter head, whose noise A Bᵀ on U is A (P B)ᵀ on W; any other head (the residual MLP) runs its
+Linear layers as a population. Fitness is the
 [N, B] matrix of per-member, per-query metrics, so per-query shapings can use the query structure.
 """
 

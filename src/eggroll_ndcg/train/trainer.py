@@ -63,8 +63,8 @@ def is_known_encoder(name: str) -> bool:
 
 
 def make_head(config: TrainConfig, doc_emb: torch.Tensor) -> torch.nn.Module:
-    """The head a config names, on the device of `doc_emb` [D, n]; the subspace and adapter heads' basis is the top
-    `subspace_dim` principal directions of the corpus embeddings (unsupervised: no label is read)."""
+    """The head a config names, on the device of `doc_emb` [D, n]; the basis of the subspace and adapter heads
+    is the top `subspace_dim` principal directions of the corpus embeddings (unsupervised: no label is read)."""
     dim = doc_emb.shape[1]
     basis = principal_basis(doc_emb, config.subspace_dim) if config.head in ("subspace", "adapter") else None
     head = build_head(config.head, dim, out_dim=config.head_output_size, hidden=config.head_hidden_size, basis=basis)
@@ -155,16 +155,15 @@ class Trainer:
         }
         best_head: dict[str, torch.Tensor] = {}
         checkpoint_dir = self.output_dir / "checkpoint" if self.output_dir else None
-        if checkpoint_dir is not None and checkpoint_dir.exists():
-            saved = load_checkpoint(checkpoint_dir)
-            # read through TrainConfig, so a field added later (at its default) does not block a resume
-            if TrainConfig.from_dict(saved["config"]).to_json() != config.to_json():
-                raise ConfigError(f"{checkpoint_dir}: written by a different config; use another output_dir")
+        saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None and checkpoint_dir.exists() else None
+        # read through TrainConfig, so a field added later (at its default) does not block a resume
+        if saved is not None and TrainConfig.from_dict(saved["config"]).to_json() != config.to_json():
+            raise ConfigError(f"{checkpoint_dir}: written by a different config; use another output_dir")
         if self.output_dir is not None:  # only once a resume is known to be allowed: a refusal changes nothing
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
             data.splits.save(self.output_dir / "splits.json")
-        if checkpoint_dir is not None and checkpoint_dir.exists():
+        if saved is not None:
             head.load_state_dict(saved["head"])
             method.load_state_dict(saved["method"])
             state, best_head = saved["trainer"], saved["best_head"]
