@@ -21,7 +21,8 @@ import torch
 
 from eggroll_ndcg.models.heads import build_head
 from eggroll_ndcg.train.batches import PoolBatch
-from eggroll_ndcg.train.config import METHODS, TrainConfig
+from eggroll_ndcg.train.config import TrainConfig
+from eggroll_ndcg.train.methods import METHODS
 from eggroll_ndcg.train.trainer import make_method
 
 
@@ -39,7 +40,7 @@ def synthetic_batch(batch: int, pool: int, dim: int, seed: int = 0) -> PoolBatch
 
 def time_steps(config: TrainConfig, batch: PoolBatch, repeats: int) -> float:
     """Median seconds of one `method.step` (after one warm-up step)."""
-    head = build_head(config.head, batch.query_emb.shape[1])
+    head = build_head(config.head, batch.doc_emb.flatten(0, 1))
     method = make_method(config, head)
     method.step(batch, 0)
     times = []
@@ -63,7 +64,7 @@ def main() -> None:
     batch = synthetic_batch(args.batch, args.pool, args.dim)
     print(f"one step, linear head {args.dim}x{args.dim}, {args.batch} queries x pool {args.pool}, "
           f"EGGROLL population {args.population} (median of {args.repeats}):")
-    base = TrainConfig(population_size=args.population, learning_rate=1e-3)
+    base = TrainConfig(es={"population_size": args.population}, learning_rate=1e-3)
     timings = {method: time_steps(base.replace(method=method), batch, args.repeats) for method in METHODS}
     for method, seconds in timings.items():
         print(f"  {method:12s} {seconds * 1000:8.2f} ms   ({seconds / timings['eggroll']:.2f}x EGGROLL)")

@@ -64,3 +64,35 @@ def test_list_shows_every_kind_of_source(datasets_dir, capsys):
     out = capsys.readouterr().out
     for name in ("stdlib-code", "scifact", "squad_v1_dev_retrieval", "NanoMSMARCO", "Ko-StrategyQA"):
         assert name in out
+
+
+def test_list_shows_where_it_looked(datasets_dir, capsys, monkeypatch):
+    assert run(["data", "list", "--data-dir", str(datasets_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"looked in: the data folder {datasets_dir} (from --data-dir)"
+    monkeypatch.delenv("EGGROLL_NDCG_DATA", raising=False)
+    assert run(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "looked in: no data folder is set (set EGGROLL_NDCG_DATA or pass --data-dir)"
+
+
+def test_list_does_not_offer_a_download_without_datasets_or_network(capsys, monkeypatch):
+    from eggroll_ndcg.data import sources
+
+    monkeypatch.setattr(sources, "_datasets_installed", lambda: False)
+    assert run(["data", "list"]) == 0
+    hub_lines = [line for line in capsys.readouterr().out.splitlines() if "zeta-alpha-ai/" in line]
+    assert hub_lines and all("needs network + pip install eggroll-ndcg[hub]" in line for line in hub_lines)
+    assert not any(" download " in line for line in hub_lines)
+    monkeypatch.setattr(sources, "_datasets_installed", lambda: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run(["data", "list"]) == 0
+    hub_lines = [line for line in capsys.readouterr().out.splitlines() if "zeta-alpha-ai/" in line]
+    assert all("offline: HF_HUB_OFFLINE is set" in line for line in hub_lines)
+
+
+def test_info_without_a_data_folder_names_the_cli_flag(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("EGGROLL_NDCG_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run(["data", "info", "scifact"]) == 1
+    err = capsys.readouterr().err
+    assert "no data folder is set (set EGGROLL_NDCG_DATA or pass --data-dir)" in err

@@ -85,13 +85,46 @@ def test_offline_hub_name_fails_fast_with_hf_hub_offline(monkeypatch):
 
 
 def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    """Independent of the optional `datasets` package: its presence is faked, the network probe is real."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "_datasets_installed", lambda: True)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # a download attempt would fail loudly, not pass
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
     start = time.perf_counter()
     with pytest.raises(OfflineError, match="unreachable.*local BEIR folder"):
         resolve("Ko-StrategyQA")
     assert time.perf_counter() - start < 3.0
+
+
+def test_unknown_name_without_a_data_folder_says_where_it_looked(monkeypatch, tmp_path):
+    monkeypatch.delenv("EGGROLL_NDCG_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownSourceError) as caught:
+        resolve("scifact")
+    message = str(caught.value)
+    assert "'scifact': not a folder here, and no data folder is set" in message
+    assert "(set EGGROLL_NDCG_DATA or pass --data-dir)" in message and "no data folder (set" not in message
+
+
+def test_unknown_name_with_a_data_folder_names_it(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownSourceError, match=rf"not in the data folder {tmp_path} \(from --data-dir\)"):
+        resolve("nothing-here", data_dir=tmp_path)
+
+
+def test_hub_rows_say_what_a_download_needs(monkeypatch, tmp_path):
+    monkeypatch.setenv("EGGROLL_NDCG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "_datasets_installed", lambda: False)
+    rows = {row.name: row for row in list_sources()}
+    assert rows["NanoNQ"].status == "needs network + pip install eggroll-ndcg[hub]" and not rows["NanoNQ"].available
+    monkeypatch.setattr(sources, "_datasets_installed", lambda: True)
+    assert {row.name: row for row in list_sources()}["NanoNQ"].status == "download"
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert {row.name: row for row in list_sources()}["NanoNQ"].status == "offline: HF_DATASETS_OFFLINE is set"
+    assert {row.name: row for row in list_sources()}["stdlib-code"].status == "ready"
 
 
 def test_missing_datasets_package_is_an_offline_error(monkeypatch):

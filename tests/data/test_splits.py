@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from eggroll_ndcg.data.beir import Collection, load_beir
-from eggroll_ndcg.data.splits import QuerySplits, eligible_queries, make_splits
+from eggroll_ndcg.data.beir import Collection, DataError, load_beir
+from eggroll_ndcg.data.splits import QuerySplits, eligible_queries, make_splits, split_query_ids
 
 REAL = ["scifact", "squad_v1_dev_retrieval", "trec_dl19_passage_pooled", "autorag_retrieval_ko", "belebele_kor_retrieval"]
 
@@ -123,3 +123,43 @@ def test_json_and_file_round_trip(tmp_path):
     loaded = QuerySplits.load(path)
     assert loaded == splits and isinstance(loaded.train, tuple)
     assert "3-fold" in loaded.description and dataclasses.asdict(loaded)["collection"] == "toy"
+
+
+# ---------------------------------------------------------------------------------- empty splits (issue 10)
+
+
+def test_split_query_ids_refuses_an_unknown_or_empty_split():
+    collection = toy(6, splits={"test": [f"q{i:03d}" for i in range(3)], "dev": []})
+    assert split_query_ids(collection, "test") == ("q000", "q001", "q002")
+    with pytest.raises(DataError, match=r"toy/qrels/dev.tsv: split 'dev' has no query with text"):
+        split_query_ids(collection, "dev")
+    with pytest.raises(DataError, match=r"toy/qrels/val.tsv: no such qrels split \(the collection has: dev, test\)"):
+        split_query_ids(collection, "val")
+
+
+def test_make_splits_refuses_a_given_test_split_with_no_eligible_query():
+    ids = [f"q{i:03d}" for i in range(10)]
+    collection = toy(10, splits={"train": ids, "test": []})
+    with pytest.raises(DataError, match="split 'test' has no eligible query"):
+        make_splits(collection, seed=0)
+
+
+def test_make_splits_refuses_a_collection_without_eligible_queries():
+    collection = toy(10, grade_of=lambda i: 0)
+    with pytest.raises(DataError, match="no eligible query"):
+        make_splits(collection, seed=0)
+
+
+def test_a_loaded_split_of_unknown_queries_is_refused_for_evaluation(tmp_path):
+    root = tmp_path / "c"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n', encoding="utf-8")
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n{"_id": "q2", "text": ""}\n', encoding="utf-8")
+    (root / "qrels" / "test.tsv").write_text("q7\td1\t1\nq2\td1\t1\n", encoding="utf-8")
+    (root / "qrels" / "train.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    collection = load_beir(root)
+    assert collection.split_queries["test"] == ()
+    with pytest.raises(DataError, match="split 'test' has no query with text"):
+        split_query_ids(collection, "test")
+    with pytest.raises(DataError, match="split 'test' has no eligible query"):
+        make_splits(collection, seed=0)

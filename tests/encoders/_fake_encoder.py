@@ -8,14 +8,16 @@ import numpy as np
 
 
 class FakeEncoder:
-    """A deterministic encoder that counts how many texts it encoded."""
+    """A deterministic encoder that counts its calls and records the `progress` argument of each."""
 
     def __init__(self, identity: str = "fake-v1", dim: int = 8) -> None:
         self.name, self.identity, self.dim = "fake", identity, dim
         self.calls = 0
+        self.progress_seen: list = []
 
     def encode(self, texts, *, kind, batch_size=64, progress=True) -> np.ndarray:
         self.calls += 1
+        self.progress_seen.append(progress)
         rows = []
         for text in texts:
             seed = int.from_bytes(hashlib.sha256(f"{self.identity}|{kind}|{text}".encode()).digest()[:8], "little")

@@ -143,3 +143,100 @@ def test_engine_rejects_bad_settings_and_bad_fitness():
     with pytest.raises(ValueError, match=r"members \[3\]"):
         engine.tell(bad)
     assert engine.step == 0
+
+
+def _tiny_engine(shaping="raw", nan_policy="raise", optimizer="adam"):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=0.1)
+    engine = EggrollES(dict(model.named_parameters()), population_size=8, sigma=0.1, seed=0, optimizer=opt,
+                       shaping=shaping, nan_policy=nan_policy)
+    return model, engine
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize(("shaping", "value"), [("raw", -float("inf")), ("zscore", float("inf")),
+                                                ("centered_rank", float("inf"))])
+def test_tell_refuses_infinite_fitness_before_any_state_change(shaping, value):
+    """Claim (issue 10): a ±inf fitness raises naming the member (raw with -inf used to make the weights
+    non-finite; zscore with +inf gave a zero update while the step advanced), and nothing changes: weights,
+    optimizer state and step are as before."""
+    model, engine = _tiny_engine(shaping)
+    before = _snapshot(model)
+    fitness = torch.arange(8.0)
+    fitness[5] = value
+    with pytest.raises(ValueError, match=r"inf\) for members \[5\]"):
+        engine.tell(fitness)
+    assert engine.step == 0 and not engine.optimizer.state
+    assert all(torch.equal(before[k], v.detach()) for k, v in model.named_parameters())
+    engine.tell(torch.arange(8.0))  # the engine is still usable
+    assert engine.step == 1
+
+
+def test_tell_under_the_worst_policy_replaces_infinite_fitness_as_documented():
+    """Claim: with nan_policy='worst' a ±inf fitness is replaced by its column's smallest finite value, so the
+    update equals telling that replaced fitness."""
+    fitness = torch.tensor([[0.5, 1.0], [float("inf"), 0.2], [0.1, -float("inf")], [0.7, 0.9]] * 2)
+    replaced = torch.tensor([[0.5, 1.0], [0.1, 0.2], [0.1, 0.2], [0.7, 0.9]] * 2)
+    results = []
+    for f in (fitness, replaced):
+        model, engine = _tiny_engine("query_zscore", nan_policy="worst")
+        stats = engine.tell(f)
+        results.append((_snapshot(model), stats["fitness_min"]))
+    assert all(torch.equal(results[0][0][k], results[1][0][k]) for k in results[0][0])
+    assert results[0][1] == results[1][1]
+
+
+def test_tell_refuses_an_overflowing_gradient_before_any_state_change():
+    """Claim: finite fitness whose gradient overflows (raw shaping of ±1.7e308: the pair differences are
+    inf) raises instead of writing non-finite weights; weights and step stay as they were."""
+    model, engine = _tiny_engine("raw", optimizer="sgd")
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="non-finite ES gradient"):
+        engine.tell(torch.tensor([1.7e308, -1.7e308] * 4, dtype=torch.float64))
+    assert engine.step == 0
+    assert all(torch.equal(before[k], v.detach()) for k, v in model.named_parameters())
+
+
+def test_engine_step_is_exposed_read_only():
+    """Claim (issue 10): engine.step counts completed tells and cannot be assigned (only tell and
+    load_state_dict move it), so a trainer can cross-check it against its own step."""
+    model, engine = _tiny_engine()
+    engine.tell(torch.arange(8.0))
+    assert engine.step == 1 and engine.state_dict()["step"] == 1
+    with pytest.raises(AttributeError):
+        engine.step = 5
+
+
+def test_clipup_with_momentum_zero_has_no_carry_over():
+    """Claim (issue 9): ClipUp(momentum=0) honours 0 exactly: two steps with the same gradient give the same
+    velocity -lr·g/||g|| (no carry-over), the parameter moves by exactly twice it, and a non-finite old
+    velocity is dropped (0·NaN would keep it). Momentum outside [0, 1] is refused."""
+    p = nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = ClipUp([p], lr=0.1, max_speed=1.0, momentum=0.0)
+    grad = torch.tensor([3.0, 0.0, -4.0])
+    velocities = []
+    for _ in range(2):
+        p.grad = grad.clone()
+        opt.step()
+        velocities.append(opt.state[p]["velocity"].clone())
+    want = -0.1 * grad / 5.0
+    assert torch.equal(velocities[0], velocities[1])
+    torch.testing.assert_close(velocities[0], want, rtol=0, atol=1e-7)
+    torch.testing.assert_close(p.detach(), torch.tensor([1.0, -2.0, 0.5]) + 2 * want, rtol=0, atol=1e-6)
+    opt.state[p]["velocity"].fill_(float("nan"))
+    p.grad = grad.clone()
+    opt.step()
+    assert torch.equal(opt.state[p]["velocity"], velocities[0])
+    with_momentum = ClipUp([nn.Parameter(torch.zeros(3))], lr=0.1, max_speed=1.0, momentum=0.5)
+    q = with_momentum.param_groups[0]["params"][0]
+    for _ in range(2):
+        q.grad = grad.clone()
+        with_momentum.step()
+    torch.testing.assert_close(with_momentum.state[q]["velocity"], 1.5 * want, rtol=0, atol=1e-7)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="momentum"):
+            ClipUp([p], lr=0.1, momentum=bad)

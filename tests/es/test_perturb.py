@@ -3,6 +3,8 @@ member weights W ± sigma·E_j, and antithetic members cancel as stated."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from eggroll_ndcg.es import (
     perturbed_linear,
     population_forward,
 )
+from eggroll_ndcg.es import perturb
 
 D = torch.float64
 
@@ -128,3 +131,38 @@ def test_population_forward_refuses_parameters_it_cannot_perturb():
                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(NotImplementedError, match="1.weight"):
         population_forward(model, engine.ask().all(), torch.randn(4, 2, 4))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_rank_one_runs_the_rank_r_closed_form(normalize):
+    """Claim (issue 9): one implementation of the closed form serves every rank. A rank-1 population and the
+    same population padded to rank 2 with zero factor columns (sigma scaled by sqrt 2, so c = sigma/sqrt r
+    is the same float) score bit-identically: the zero terms add exact zeros to the very same operations.
+    (A separate rank-1 formula with other rounding would differ in the last bits.)"""
+    g = torch.Generator().manual_seed(5 + normalize)
+    m, n, j, n_q, pool = 16, 24, 6, 4, 9
+    W = torch.randn(m, n, generator=g)
+    h_q, h_d = torch.randn(n_q, n, generator=g), torch.randn(n_q, pool, n, generator=g)
+    A, B = lowrank_factors(0, 0, param_id("w"), torch.arange(j), m, n, 1)
+    c = 0.5 / math.sqrt(2)
+    one = bilinear_population_scores(W, h_q, h_d, A, B, c, normalize=normalize)
+    pad = lambda x: torch.cat((x, torch.zeros_like(x)), dim=-1)  # noqa: E731
+    two = bilinear_population_scores(W, h_q, h_d, pad(A), pad(B), c * math.sqrt(2), normalize=normalize)
+    assert c * math.sqrt(2) / math.sqrt(2) == c
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_closed_form_does_not_depend_on_its_pair_blocks(monkeypatch, rank):
+    """Claim: the closed form's elementwise terms run in blocks of pairs (TAIL_BLOCK_ELEMENTS), and the
+    scores are bit-identical for one pair per block, a ragged last block, or a single block."""
+    g = torch.Generator().manual_seed(rank)
+    m, n, j, n_q, pool = 6, 9, 7, 3, 5
+    W = torch.randn(m, n, generator=g)
+    h_q, h_d = torch.randn(n_q, n, generator=g), torch.randn(n_q, pool, n, generator=g)
+    A, B = lowrank_factors(0, 0, param_id("w"), torch.arange(j), m, n, rank)
+    results = []
+    for elements in (1, 3 * n_q * pool * rank, 1 << 40):  # 1 pair, 3 pairs (7 = 3 + 3 + 1), all pairs
+        monkeypatch.setattr(perturb, "TAIL_BLOCK_ELEMENTS", elements)
+        results.append(bilinear_population_scores(W, h_q, h_d, A, B, 0.4, normalize=True))
+    assert all(torch.equal(results[0], r) for r in results[1:])

@@ -1,4 +1,4 @@
-"""Claims about fitness shaping (es/shaping.py): higher is better in and out, NaN never passes silently."""
+"""Claims about fitness shaping (es/shaping.py): higher is better in and out, NaN and ±inf never pass silently."""
 
 from __future__ import annotations
 
@@ -76,3 +76,27 @@ def test_antithetic_differences_are_plus_minus_minus():
     torch.testing.assert_close(antithetic_differences(torch.tensor([5.0, 1.0, 2.0, 4.0])), torch.tensor([4.0, -2.0]))
     with pytest.raises(ValueError, match="even"):
         antithetic_differences(torch.zeros(3))
+
+
+def test_infinite_fitness_raises_like_nan_naming_kinds_members_and_queries():
+    """Claim (issue 10): +inf and -inf are refused like NaN, for every shaping, and the error names the
+    kinds of values, the members and the queries."""
+    f = torch.zeros(8, 3)
+    f[6, 1] = float("inf")
+    f[2, 0] = -float("inf")
+    f[4, 2] = float("nan")
+    for method in ("raw", "zscore", "centered_rank", "query_zscore"):
+        with pytest.raises(ValueError, match=r"\(NaN, \+inf, -inf\) for members \[2, 4, 6\] \(queries \[0, 1, 2\]\)"):
+            shape_fitness(f, method)
+    with pytest.raises(ValueError, match=r"\(-inf\) for members \[1\]"):
+        shape_fitness(torch.tensor([0.0, -float("inf"), 1.0, 2.0]), "raw")
+
+
+def test_infinite_fitness_as_worst_ties_with_the_worst_member():
+    """Claim: nan_policy='worst' replaces +inf and -inf like NaN, by the column's smallest finite value
+    (an overflow is a failed evaluation, not a best member); a column without finite values raises."""
+    f = torch.tensor([[0.3, 1.0], [float("inf"), 2.0], [0.9, -float("inf")], [0.1, 0.5]])
+    want = torch.tensor([[0.3, 1.0], [0.1, 2.0], [0.9, 0.5], [0.1, 0.5]])
+    torch.testing.assert_close(shape_fitness(f, "query_zscore", nan_policy="worst"), query_zscore(want))
+    with pytest.raises(ValueError, match=r"\(\+inf, -inf\)"):
+        shape_fitness(torch.tensor([float("inf"), -float("inf")] * 2), "zscore", nan_policy="worst")

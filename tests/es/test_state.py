@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 from torch import nn
 
-from eggroll_ndcg.es import AdaptiveSigma, ClipUp, EggrollES, load_checkpoint, population_forward, save_checkpoint
+from eggroll_ndcg.es import (
+    AdaptiveSigma,
+    ClipUp,
+    EggrollES,
+    StateMismatchError,
+    load_checkpoint,
+    population_forward,
+    save_checkpoint,
+)
 
 
 def _setup(optimizer: str):
@@ -64,3 +73,56 @@ def test_checkpoint_is_safetensors_plus_json_and_refuses_another_layout(tmp_path
                       sigma=0.1, optimizer=torch.optim.AdamW(model.parameters()))
     with pytest.raises(ValueError, match="seed"):
         load_checkpoint(folder, other)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "clipup"])
+def test_an_edited_step_in_the_checkpoint_json_is_refused_naming_the_field(tmp_path, optimizer):
+    """Claim (issue 10): a checkpoint whose engine.json step was edited (3 -> 5) is not used silently,
+    whatever the optimizer: loading raises StateMismatchError (a ValueError) naming `step`, and the
+    engine is left untouched (step 0, initial weights)."""
+    model, engine, x, y = _setup(optimizer)
+    _steps(model, engine, x, y, 3)
+    folder = save_checkpoint(tmp_path / "ckpt", engine)
+    meta = json.loads((folder / "engine.json").read_text())
+    meta["step"] = 5
+    (folder / "engine.json").write_text(json.dumps(meta))
+    model, engine, x, y = _setup(optimizer)
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(StateMismatchError, match="step") as caught:
+        load_checkpoint(folder, engine)
+    assert isinstance(caught.value, ValueError) and caught.value.field == "step"
+    assert engine.step == 0 and all(torch.equal(initial[k], v.detach()) for k, v in model.named_parameters())
+
+
+def test_load_state_dict_cross_checks_every_counter_against_the_step():
+    """Claim (issue 10): EggrollES.load_state_dict compares the engine step with each perturbed parameter's
+    optimizer `step` (Adam/AdamW) and with the adaptive sigma rule's `observed` count, and a mismatch raises
+    StateMismatchError naming that field before anything is restored. A state without a count (older
+    checkpoints) loads."""
+    model, engine, x, y = _setup("adamw")
+    _steps(model, engine, x, y, 3)
+    state = engine.state_dict()
+    assert state["sigma"]["observed"] == 3
+    assert all(float(s["step"]) == 3 for s in state["optimizer"]["state"].values())
+    edited = copy.deepcopy(state)
+    edited["step"] = 5
+    edited["sigma"]["observed"] = 5
+    fresh = _setup("adamw")[1]
+    with pytest.raises(StateMismatchError, match=r"optimizer\.state\[0\.weight\]\.step: counts 3 steps") as caught:
+        fresh.load_state_dict(edited)
+    assert caught.value.field == "optimizer.state[0.weight].step" and fresh.step == 0 and not fresh.optimizer.state
+
+    model, engine, x, y = _setup("sgd")  # SGD keeps no step: the sigma rule's count still catches it
+    _steps(model, engine, x, y, 2)
+    edited = engine.state_dict()
+    edited["step"] = 7
+    with pytest.raises(StateMismatchError, match=r"sigma\.observed: counts 2 steps but .* step = 7"):
+        _setup("sgd")[1].load_state_dict(edited)
+    with pytest.raises(StateMismatchError, match="step"):
+        _setup("sgd")[1].load_state_dict({**edited, "step": -1})
+
+    older = engine.state_dict()
+    del older["sigma"]["observed"]
+    fresh = _setup("sgd")[1]
+    fresh.load_state_dict(older)
+    assert fresh.step == 2 and "observed" not in fresh.state_dict()["sigma"]

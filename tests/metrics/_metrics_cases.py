@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 KS = (1, 5, 10, 100)
+METHODS = ("topk", "rank")  # the two paths of ranking_metrics, forced with method=...
 
 
 def random_cases(n_queries: int, seed: int) -> tuple[dict, dict]:

@@ -6,8 +6,8 @@ import pytest
 import pytrec_eval
 import torch
 
-from _metrics_cases import KS, random_cases, to_pools
-from eggroll_ndcg.metrics import evaluate, ranking_metrics
+from _metrics_cases import KS, METHODS, random_cases, to_pools
+from eggroll_ndcg.metrics import evaluate, rank_count, ranking_metrics
 
 N_QUERIES = 3000
 OURS_TO_TREC = {"ndcg": "ndcg_cut_{k}", "recall": "recall_{k}", "map": "map_cut_{k}"}
@@ -57,12 +57,26 @@ def test_trec_mrr_at_k_equals_recip_rank_when_k_covers_the_run(oracle):
     assert checked > N_QUERIES
 
 
-def test_batched_torch_metrics_equal_pytrec_eval_on_random_tied_runs(oracle):
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_torch_metrics_equal_pytrec_eval_on_random_tied_runs(oracle, method):
+    check_batched_against_pytrec_eval(oracle, method)
+
+
+def test_the_compiled_rank_kernel_equals_pytrec_eval(oracle, monkeypatch):
+    """The rank path with the fused kernel forced on (float64, ties, masks, up to 40 relevant per pool)."""
+    if not rank_count.compiled_kernel_usable(torch.device("cpu")):
+        pytest.skip("torch.compile is unavailable here (no C++ compiler or turned off)")
+    monkeypatch.setattr(rank_count, "MIN_COMPILED_WORK", 0)
+    check_batched_against_pytrec_eval(oracle, "rank")
+    assert rank_count._COMPILED.failed is None and rank_count._COMPILED.keys, "the compiled kernel did not run"
+
+
+def check_batched_against_pytrec_eval(oracle, method: str) -> None:
     run, qrels, expected = oracle
     qids = sorted(run)
     scores, grades, mask, ideal = to_pools(run, qrels, qids, dtype=torch.float64)
     ks = list(KS) + [1000]  # 1000 covers every run: MRR@1000 = recip_rank
-    out = ranking_metrics(scores, grades, ks=ks, ideal_grades=ideal, mask=mask)
+    out = ranking_metrics(scores, grades, ks=ks, ideal_grades=ideal, mask=mask, method=method)
     for name, pattern in OURS_TO_TREC.items():
         for j, k in enumerate(KS):
             want = torch.tensor([expected[q][pattern.format(k=k)] for q in qids], dtype=torch.float64)
@@ -75,7 +89,8 @@ def test_batched_torch_metrics_equal_pytrec_eval_on_random_tied_runs(oracle):
         torch.testing.assert_close(out["mrr"][covered, j], want_rr[covered], atol=1e-9, rtol=0)
 
 
-def test_batched_metrics_with_a_member_dimension_equal_pytrec_eval(oracle):
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_metrics_with_a_member_dimension_equal_pytrec_eval(oracle, method):
     """scores [N, Q, P] with grades, mask [Q, P] and ideal_grades [Q, J] broadcast over members."""
     run, qrels, expected = oracle
     qids = sorted(run)[:200]
@@ -83,7 +98,7 @@ def test_batched_metrics_with_a_member_dimension_equal_pytrec_eval(oracle):
     generator = torch.Generator().manual_seed(0)
     members = torch.randint(0, 3, (4, *scores.shape), generator=generator).double()  # heavy ties
     members[0] = scores
-    out = ranking_metrics(members, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg", "map"))
+    out = ranking_metrics(members, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg", "map"), method=method)
     assert out["ndcg"].shape == (4, len(qids), 1)
     for n in range(4):
         member_run = {q: {d: float(members[n, i, sorted(run[q], reverse=True).index(d)]) for d in run[q]}

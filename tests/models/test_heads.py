@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eggroll_ndcg.models.heads import LinearHead, MLPHead, build_head, score_pool
+from eggroll_ndcg.models.heads import HeadSettings, LinearHead, MLPHead, build_head, score_pool
 
 
 def _embeddings(Q=3, P=5, n=8, seed=0):
@@ -83,12 +83,14 @@ def test_mlp_head_rejects_a_different_output_dimension():
 
 
 def test_build_head_from_config_names():
-    assert isinstance(build_head("linear", 8), LinearHead)
-    assert build_head("linear", 8, out_dim=4, hidden=99).weight.shape == (4, 8)
-    mlp = build_head("mlp", 8, out_dim=None, hidden=16)
+    corpus = torch.randn(20, 8)
+    assert isinstance(build_head("linear", corpus), LinearHead)
+    assert build_head("linear", corpus, HeadSettings(out_dim=4, hidden=99)).weight.shape == (4, 8)
+    mlp = build_head("mlp", corpus, HeadSettings(hidden=16))
     assert isinstance(mlp, MLPHead) and mlp.up.weight.shape == (16, 8)
-    with pytest.raises(ValueError, match="unknown head"):
-        build_head("transformer", 8)
+    assert build_head("subspace", corpus, HeadSettings(subspace_dim=3)).core.shape == (3, 3)
+    with pytest.raises(KeyError, match="unknown head 'transformer'"):
+        build_head("transformer", corpus)
 
 
 def test_score_pool_is_the_bilinear_score_of_each_query_with_its_own_pool():

@@ -84,17 +84,17 @@ def test_eggroll_improves_the_training_fitness_on_a_learnable_problem(small_conf
 
 def test_model_selection_never_reads_test_queries(small_config, small_data, monkeypatch):
     """Every evaluation during training is on val or train queries; test queries are evaluated once."""
-    import eggroll_ndcg.train.trainer as trainer_module
+    import eggroll_ndcg.train.evaluate as evaluate_module
 
     test_ids = set(small_data.queries("test"))
     calls = []
-    real = trainer_module.evaluate_head
+    real = evaluate_module.evaluate_head
 
     def spy(head, data, query_ids, **kwargs):
         calls.append(bool(test_ids & set(query_ids)))
         return real(head, data, query_ids, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate_head", spy)
+    monkeypatch.setattr(evaluate_module, "evaluate_head", spy)
     Trainer(small_config, data=small_data, progress=False).train()
     assert calls.count(True) == 1 and calls[-1] is True
 
@@ -104,20 +104,20 @@ def test_unseen_document_validation_selects_on_val_queries_without_a_training_po
 ):
     """`val_queries: unseen-documents`: every validation query read during training and in the report has no
     relevant document among the training positives; the seen-document validation queries are never read."""
-    import eggroll_ndcg.train.trainer as trainer_module
+    import eggroll_ndcg.train.evaluate as evaluate_module
 
     val_ids = small_data.queries("val")
     seen_val = set(small_data.seen_document_queries(val_ids))
     unseen_val = small_data.validation_queries("unseen-documents")
     assert seen_val and unseen_val and set(unseen_val) == set(val_ids) - seen_val  # both groups exist here
     read = set()
-    real = trainer_module.evaluate_head
+    real = evaluate_module.evaluate_head
 
     def spy(head, data, query_ids, **kwargs):
         read.update(query_ids)
         return real(head, data, query_ids, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate_head", spy)
+    monkeypatch.setattr(evaluate_module, "evaluate_head", spy)
     config = small_config.replace(val_queries="unseen-documents", output_dir=None)
     metrics = Trainer(config, data=small_data, progress=False).train()
     assert not read & seen_val and set(unseen_val) <= read
@@ -130,8 +130,8 @@ def test_resuming_with_another_config_is_refused_and_leaves_the_run_folder_uncha
     config = small_config.replace(method="eggroll", output_dir=str(tmp_path / "run"))
     Trainer(config, data=small_data, progress=False).train(stop_after=4)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
-    with pytest.raises(ConfigError, match="different config"):
-        Trainer(config.replace(sigma=config.sigma * 2), data=small_data, progress=False).train()
+    with pytest.raises(ConfigError, match=r"differs in es\.sigma;"):
+        Trainer(config.replace(sigma=config.es.sigma * 2), data=small_data, progress=False).train()
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
 
 
@@ -141,3 +141,29 @@ def test_an_early_stopped_run_stays_stopped_when_resumed(small_config, small_dat
     assert first["steps"] < config.num_steps  # stopped early
     again = Trainer(config, data=small_data, progress=False).train()
     assert again["steps"] == first["steps"] and again["test/ndcg@10"] == first["test/ndcg@10"]
+
+
+def test_a_run_folder_moved_to_another_path_resumes_bit_identically(small_config, small_data, tmp_path):
+    import shutil
+
+    straight = Trainer(small_config.replace(output_dir=str(tmp_path / "straight")), data=small_data,
+                       progress=False).train()
+    config = small_config.replace(output_dir=str(tmp_path / "first"))
+    Trainer(config, data=small_data, progress=False).train(stop_after=5)
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    moved = Trainer(config.replace(output_dir=str(tmp_path / "moved")), data=small_data, progress=False).train()
+    assert moved["test/ndcg@10"] == straight["test/ndcg@10"]
+    assert (tmp_path / "moved" / "best_head.safetensors").read_bytes() == (
+        tmp_path / "straight" / "best_head.safetensors").read_bytes()
+
+
+def test_a_run_whose_best_step_is_zero_says_so(small_config, small_data, caplog):
+    """A learning rate of 1e-12 cannot change a ranking: validation never beats step 0, and the run says so."""
+    config = small_config.replace(method="infonce", learning_rate=1e-12, num_steps=4, eval_every=2, output_dir=None)
+    with caplog.at_level("INFO"):
+        metrics = Trainer(config, data=small_data, progress=False).train()
+    assert metrics["best_step"] == 0 and "no validation improvement over the starting head" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        metrics = Trainer(config.replace(learning_rate=0.05, num_steps=12), data=small_data, progress=False).train()
+    assert metrics["best_step"] > 0 and f"at step {metrics['best_step']} of 12" in caplog.text

@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eggroll-ndcg",
         description="Train retrieval heads by optimizing NDCG@k with EGGROLL evolution strategies.",
     )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)

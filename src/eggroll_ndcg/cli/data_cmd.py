@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..data.beir import DataError, grade_levels
-from ..data.sources import OfflineError, UnknownSourceError, list_sources, resolve
+from ..data.sources import OfflineError, UnknownSourceError, data_dir_description, list_sources, resolve
 from ..data.splits import eligible_queries
 
 
@@ -55,12 +55,14 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print every collection a short name resolves to."""
+    """Print where short names are looked up, then every collection one resolves to and whether it is usable."""
     rows = list_sources(args.data_dir)
+    print(f"looked in: {data_dir_description(args.data_dir)}")
     width = max(len(row.name) for row in rows)
+    state_width = max(len(row.status) for row in rows)
     for row in rows:
-        state = "ready" if row.available else "download"
-        print(f"{row.name:<{width}}  {row.kind:<8}  {state:<8}  {row.location}  {row.description}".rstrip())
+        line = f"{row.name:<{width}}  {row.kind:<8}  {row.status:<{state_width}}  {row.location}  {row.description}"
+        print(line.rstrip())
     if not any(row.kind == "local" for row in rows):
         print("(no local collections: set EGGROLL_NDCG_DATA or pass --data-dir to list a folder of BEIR collections)")
     return 0

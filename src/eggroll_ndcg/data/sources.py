@@ -26,15 +26,8 @@ from .beir import Collection, load_beir, write_beir
 from .stdlib_code import NAME as STDLIB_CODE, cache_dir, load_stdlib_code
 
 __all__ = [
-    "OfflineError",
-    "UnknownSourceError",
-    "SourceInfo",
-    "HubSource",
-    "HUB_SOURCES",
-    "resolve",
-    "is_known_source",
-    "list_sources",
-    "data_dir_from_env",
+    "OfflineError", "UnknownSourceError", "SourceInfo", "HubSource", "HUB_SOURCES", "resolve", "is_known_source",
+    "list_sources", "data_dir_from_env", "data_dir_description", "hub_status",
 ]
 
 DATA_ENV = "EGGROLL_NDCG_DATA"
@@ -101,12 +94,23 @@ class SourceInfo:
     location: str  # folder, hub repo, or "built from the running Python"
     available: bool  # usable now without a download
     description: str = ""
+    status: str = ""  # "ready", "download", or why a hub collection cannot be downloaded here
 
 
 def data_dir_from_env(data_dir: str | Path | None = None) -> Path | None:
     """The folder of local collections: `data_dir`, else `$EGGROLL_NDCG_DATA`, else None."""
     configured = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
     return Path(configured).expanduser() if configured else None
+
+
+def data_dir_description(data_dir: str | Path | None = None) -> str:
+    """Where short names are looked up, in words: the folder and where it was set, or that none is set."""
+    folder = data_dir_from_env(data_dir)
+    if folder is None:
+        return f"no data folder is set (set {DATA_ENV} or pass --data-dir)"
+    origin = "--data-dir" if data_dir is not None else f"${DATA_ENV}"
+    missing = "" if folder.is_dir() else ", which does not exist"
+    return f"the data folder {folder} (from {origin}){missing}"
 
 
 def _is_beir_folder(path: Path) -> bool:
@@ -139,12 +143,33 @@ def _offline_error(source: HubSource, reason: str) -> OfflineError:
     )
 
 
+def _datasets_installed() -> bool:
+    """True when the optional `datasets` package can be imported (found, not imported: that takes seconds)."""
+    return importlib.util.find_spec("datasets") is not None
+
+
+def _offline_variable() -> str | None:
+    """The name of the set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE variable, if any."""
+    return next((name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _truthy(os.environ.get(name))), None)
+
+
+def hub_status(source: HubSource) -> str:
+    """How a hub collection can be used now, without touching the network: "ready" (cached), "download" (on
+    first use), or what is missing ("offline: ... is set", "needs network + pip install eggroll-ndcg[hub]")."""
+    if (_hub_cache(source) / "manifest.json").is_file():
+        return "ready"
+    if not _datasets_installed():
+        return "needs network + pip install eggroll-ndcg[hub]"
+    variable = _offline_variable()
+    return f"offline: {variable} is set" if variable else "download"
+
+
 def _check_hub_reachable(source: HubSource) -> None:
     """Fail fast (no retries, a few seconds at most) when the hub cannot be used."""
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if _truthy(os.environ.get(variable)):
-            raise _offline_error(source, f"{variable} is set")
-    if importlib.util.find_spec("datasets") is None:  # find, not import: importing datasets takes seconds
+    variable = _offline_variable()
+    if variable is not None:
+        raise _offline_error(source, f"{variable} is set")
+    if not _datasets_installed():
         raise _offline_error(source, "the 'datasets' package is not installed (pip install 'eggroll-ndcg[hub]')")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     request = urllib.request.Request(f"{endpoint}/api/datasets/{source.repo}", method="HEAD")
@@ -225,10 +250,13 @@ def resolve(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> 
         return _load_hub(hub)
     if path.is_dir():  # a bare name that is only a non-BEIR folder here: load_beir says what it lacks
         return load_beir(path)
-    where = f"{folder}" if folder is not None else f"no data folder (set {DATA_ENV} or pass data_dir)"
+    if folder is None:
+        where = f"and {data_dir_description(data_dir)}"
+    else:
+        where = f"not in {data_dir_description(data_dir)}"
     known = ", ".join(info.name for info in list_sources(data_dir))
     raise UnknownSourceError(
-        f"unknown collection {text!r}: not a folder, not in {where}, not a hub collection. Known: {known}"
+        f"unknown collection {text!r}: not a folder here, {where}; not a hub collection either. Known: {known}"
     )
 
 
@@ -257,13 +285,13 @@ def is_known_source(name_or_path: str | Path, *, data_dir: str | Path | None = N
 def list_sources(data_dir: str | Path | None = None) -> list[SourceInfo]:
     """Every collection `resolve` knows: embedded, local (in the data folder), hub (cached or not)."""
     infos = [SourceInfo(STDLIB_CODE, "embedded", "built from the running Python", True,
-                        "code search: docstring summary -> function code")]
+                        "code search: docstring summary -> function code", "ready")]
     folder = data_dir_from_env(data_dir)
     if folder is not None and folder.is_dir():
         for path in sorted(folder.iterdir()):
             if _is_beir_folder(path):
-                infos.append(SourceInfo(path.name, "local", str(path), True, "BEIR folder"))
+                infos.append(SourceInfo(path.name, "local", str(path), True, "BEIR folder", "ready"))
     for source in HUB_SOURCES.values():
-        cached = (_hub_cache(source) / "manifest.json").is_file()
-        infos.append(SourceInfo(source.name, "hub", source.repo, cached, source.description))
+        status = hub_status(source)
+        infos.append(SourceInfo(source.name, "hub", source.repo, status == "ready", source.description, status))
     return infos

@@ -12,6 +12,9 @@ Rules (`make_splits`):
     pooled, then either k-fold (`n_folds` and `fold` given: test = that fold, val = a seeded `val_fraction` of
     the other folds) or a seeded split by `val_fraction` / `test_fraction`.
 - Every split is a sorted tuple, and no query is in two splits (checked on construction).
+- A given split that is used but holds no eligible query (all its qrels rows name unknown or empty-text
+  queries), or a collection with no eligible query at all, is refused with `DataError`: it would be
+  evaluated as 0 queries. `split_query_ids` does the same check for evaluating one qrels split as it is.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .beir import Collection
+from .beir import Collection, DataError
 
-__all__ = ["QuerySplits", "make_splits", "eligible_queries"]
+__all__ = ["QuerySplits", "make_splits", "eligible_queries", "split_query_ids"]
 
 VAL_NAMES = ("val", "validation", "dev")
 
@@ -85,6 +88,35 @@ def eligible_queries(collection: Collection) -> set[str]:
     }
 
 
+def split_query_ids(collection: Collection, split: str) -> tuple[str, ...]:
+    """The queries of the qrels split `split` (to evaluate it as it is); `DataError` when it is unknown or empty.
+
+    `Collection.split_queries` holds only queries with text that some row of the split judges; a split whose
+    rows all name unknown or empty-text queries is kept there empty (and reported in `problems`), so that a
+    caller can refuse it here instead of scoring 0 queries.
+    """
+    if split not in collection.split_queries:
+        known = ", ".join(sorted(collection.split_queries)) or "none"
+        raise DataError(f"{collection.name}/qrels/{split}.tsv: no such qrels split (the collection has: {known})")
+    ids = collection.split_queries[split]
+    if not ids:
+        raise DataError(
+            f"{collection.name}/qrels/{split}.tsv: split {split!r} has no query with text "
+            f"(its rows name only unknown or empty-text queries); nothing to evaluate"
+        )
+    return ids
+
+
+def _require_queries(name: str, split: str, ids: list[str]) -> list[str]:
+    """`ids`, or `DataError` when a split that will be used has no eligible query."""
+    if not ids:
+        raise DataError(
+            f"{name}: split {split!r} has no eligible query (with text and a judgment >= 1); "
+            f"it would be evaluated as 0 queries"
+        )
+    return ids
+
+
 def _carve(ids: list[str], fraction: float, rng: random.Random) -> tuple[list[str], list[str]]:
     """Split sorted `ids` into (rest, carved) with round(fraction * len) carved at random."""
     shuffled = sorted(ids)
@@ -127,7 +159,7 @@ def make_splits(
     name = collection.name
 
     def keep(split: str) -> list[str]:
-        return sorted(set(given[split]) & eligible)
+        return _require_queries(name, split, sorted(set(given[split]) & eligible))
 
     if "train" in given and "test" in given:
         if n_folds is not None:
@@ -143,7 +175,7 @@ def make_splits(
         if overlap:
             raise ValueError(f"{name}: the given splits share {len(overlap)} queries, e.g. {sorted(overlap)[:3]}")
     else:
-        pool = sorted(eligible)
+        pool = _require_queries(name, "/".join(sorted(given)) or "all", sorted(eligible))
         labelled = "/".join(sorted(given)) or "none"
         if n_folds is not None and fold is not None:
             shuffled = list(pool)

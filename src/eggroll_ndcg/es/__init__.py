@@ -3,7 +3,7 @@
 See ``es/README.md`` for the conventions (noise layout, closed form, ES gradient) and the trainer API.
 """
 
-from .engine import EggrollES
+from .engine import EggrollES, StateMismatchError
 from .estimate import BLOCK_PAIRS, clip_global_norm, es_gradient, global_norm
 from .noise import full_noise, hash32, lowrank_factors, param_id, standard_normal
 from .optim import ClipUp
@@ -44,6 +44,7 @@ __all__ = [
     "Population",
     "PopulationChunk",
     "SigmaSchedule",
+    "StateMismatchError",
     "antithetic_differences",
     "as_controller",
     "bilinear_population_scores",

@@ -11,7 +11,13 @@
 Per step ``t``: sigma_t from the controller; noise epoch ``t // noise_reuse``; ``tell`` computes
 ``g = 1/(N sigma_t) Σ_i f̃_i E_i`` (see :mod:`estimate`), clips its global norm to ``grad_clip`` if set,
 writes ``param.grad = -g`` (no other rescaling) and calls ``optimizer.step()``; weight decay, momentum and
-learning rate belong to the optimizer. Then the sigma controller observes the (NaN-free) fitness.
+learning rate belong to the optimizer. Then the sigma controller observes the (finite) fitness.
+
+``tell`` refuses, before anything changes (weights, optimizer, controller, step), a non-finite fitness
+(NaN, ±inf; or replaces it under ``nan_policy="worst"``, see :mod:`shaping`) and a non-finite gradient (an
+overflow of huge finite fitness values). ``load_state_dict`` cross-checks the step counters a state
+holds (engine step, the optimizer's per-parameter ``step``, the adaptive sigma rule's ``observed``)
+and raises :class:`StateMismatchError` naming the field that disagrees.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from .shaping import ShapingFn, handle_nan, shape_fitness
 from .sigma import SigmaSchedule, as_controller
 
 STATE_FORMAT = "eggroll_ndcg.es/1"
+
+
+class StateMismatchError(ValueError):
+    """A state (or checkpoint) whose counters or settings disagree; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class EggrollES:
@@ -68,7 +82,7 @@ class EggrollES:
         self.nan_policy = nan_policy
         self.sigma_controller = as_controller(sigma)
         self.optimizer = optimizer
-        self.step = 0
+        self._step = 0
 
         specs = []
         for name, p in self.params.items():
@@ -86,6 +100,12 @@ class EggrollES:
             raise ValueError(f"the optimizer does not hold perturbed parameters {missing}")
 
     # ------------------------------------------------------------------ ask / tell
+    @property
+    def step(self) -> int:
+        """Completed ``tell`` calls (read-only; a trainer cross-checks it against its own step on resume).
+        Step ``t`` uses noise epoch ``t // noise_reuse`` and ``sigma(t)``."""
+        return self._step
+
     @property
     def sigma(self) -> float:
         """Sigma of the current step."""
@@ -116,6 +136,8 @@ class EggrollES:
         Returns plain floats: fitness mean/std/min/max (over members, after the query mean), shaped std,
         grad_norm (before clipping), grad_norm_clipped, update_norm, sigma (used), next_sigma, plus the
         sigma controller's statistics (adaptive: signal_fraction, nonlinearity_ratio). Then ``step += 1``.
+        A non-finite fitness (unless ``nan_policy="worst"`` replaces it) or gradient raises ``ValueError``
+        before any state changes.
         """
         fitness = torch.as_tensor(fitness)
         if fitness.dim() not in (1, 2) or fitness.shape[0] != self.population_size:
@@ -126,9 +148,11 @@ class EggrollES:
         shaped = shape_fitness(fitness, self.shaping)
         grads = es_gradient(population, shaped, pair_chunk=self.pair_chunk)
         grads, grad_norm = clip_global_norm(grads, self.grad_clip)
+        descent = {name: (-g).to(self.params[name].dtype) for name, g in grads.items()}
+        _require_finite_gradient(descent)
         before = {name: p.detach().clone() for name, p in self.params.items() if name in grads}
-        for name, g in grads.items():
-            self.params[name].grad = (-g).to(self.params[name].dtype)
+        for name, g in descent.items():
+            self.params[name].grad = g
         self.optimizer.step()
         update_norm = global_norm({name: self.params[name].detach() - before[name] for name in before})
 
@@ -146,7 +170,7 @@ class EggrollES:
             "sigma": population.sigma,
         }
         stats.update(self.sigma_controller.observe(self.step, per_member))
-        self.step += 1
+        self._step += 1
         stats["next_sigma"] = self.sigma
         return stats
 
@@ -173,12 +197,51 @@ class EggrollES:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output after checking it all first (nothing changes on an error):
+        format, ``config`` (``ValueError``) and every counter against ``step`` (:class:`StateMismatchError`)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an engine state of format {STATE_FORMAT!r}: {state.get('format')!r}")
         mine = self.config()
         diffs = [k for k in mine if state["config"].get(k) != mine[k]]
         if diffs:
-            raise ValueError(f"checkpoint settings differ from this engine's in {diffs}")
-        self.step = int(state["step"])
+            raise StateMismatchError("config", f"checkpoint settings differ from this engine's in {diffs}")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise StateMismatchError("step", f"must be an integer >= 0, got {step!r}")
+        for field, count in _state_counters(state, self._optimizer_indices()).items():
+            if count != step:
+                raise StateMismatchError(field, f"counts {count:g} steps but the engine state says step = {step}")
+        self._step = step
         self.sigma_controller.load_state_dict(state["sigma"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def _optimizer_indices(self) -> dict[int, str]:
+        """``optimizer.state_dict()`` index -> name of each perturbed parameter (indices run over groups)."""
+        names = {id(self.params[s.name]): s.name for s in self.specs}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return {index: names[id(p)] for index, p in enumerate(params) if id(p) in names}
+
+
+def _state_counters(state: dict, perturbed: dict[int, str]) -> dict[str, float]:
+    """Every step counter of an engine state other than ``step``, by field name; each must equal ``step``.
+
+    The optimizer steps once per ``tell`` and every perturbed parameter gets a gradient each time, so a
+    per-parameter ``state[i]["step"]`` (Adam, AdamW, ...) counts the engine's steps; the adaptive sigma rule
+    counts its observations (``observed``, one per ``tell``). Counters a state lacks are not checked. This
+    assumes the engine drives its optimizer and controller from their first step.
+    """
+    counters: dict[str, float] = {}
+    for index, entries in state["optimizer"]["state"].items():
+        if int(index) in perturbed and "step" in entries:  # a tensor (Adam keeps float32) or a number
+            counters[f"optimizer.state[{perturbed[int(index)]}].step"] = float(entries["step"])
+    if state["sigma"].get("observed") is not None:
+        counters["sigma.observed"] = float(state["sigma"]["observed"])
+    return counters
+
+
+def _require_finite_gradient(grads: dict[str, Tensor]) -> None:
+    """Raise ``ValueError`` if any gradient entry is NaN or ±inf (an overflow: e.g. raw shaping of fitness
+    near ``±1e308``, or a cast to the parameter dtype); called before anything changes."""
+    bad = [name for name, g in grads.items() if not bool(torch.isfinite(g).all())]
+    if bad:
+        raise ValueError(f"non-finite ES gradient for {bad} (fitness or shaped values too large?); nothing changed")

@@ -12,6 +12,7 @@ Member layout: members ``2j`` and ``2j+1`` use ``W + sigma·E_j`` and ``W - sigm
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -98,84 +99,110 @@ def bilinear_population_scores(
         ||W'h||² = ||W h||² ± 2c u·(A_jᵀ W h) + c² uᵀ G_j u        (u = B_jᵀ h)
 
     (each norm is floored at ``eps`` as ``F.normalize`` does). The work is two GEMMs of the ``Q + Q·P``
-    embeddings against ``[n, J·r]`` and ``[m, J·r]``, on top of the unperturbed pass; memory is
-    ``O(J·Q·P·r + J·r·(m + n))``, never ``J·m·n``.
+    embeddings against ``[n, J·r]`` and ``[m, J·r]``, on top of the unperturbed pass, then the elementwise
+    terms in blocks of pairs of about ``TAIL_BLOCK_ELEMENTS`` values (so the temporaries stay in cache);
+    memory is ``O(J·Q·P·r + J·r·(m + n))``, never ``J·m·n``. Every rank runs the same code.
     """
+    base, terms = _closed_form_terms(weight, h_q, h_d, A, B, normalize=normalize)
+    num_pairs, rank, n_q, pool = terms.u_d.shape
+    scores = torch.empty(num_pairs, 2, n_q, pool, dtype=terms.u_d.dtype, device=terms.u_d.device)
+    step = max(1, TAIL_BLOCK_ELEMENTS // (n_q * pool * rank))
+    for j0 in range(0, num_pairs, step):
+        pairs = slice(j0, j0 + step)
+        _block_scores(scores[pairs], base, terms.block(pairs), c=sigma / math.sqrt(rank), eps=eps)
+    return scores.view(2 * num_pairs, n_q, pool)  # member 2j + k = scores[j, k]
+
+
+TAIL_BLOCK_ELEMENTS = 1 << 17  # ~512 KB of float32 per [J_block, r, Q, P] temporary
+
+
+class _BaseTerms(NamedTuple):
+    """Unperturbed terms shared by every pair: ``qd = q·d [Q, P]``, ``qq = ||q||² [Q, 1]`` and
+    ``dd = ||d||² [Q, P]`` (the norms only when normalizing, else None)."""
+
+    qd: Tensor
+    qq: Tensor | None
+    dd: Tensor | None
+
+
+class _PairTerms(NamedTuple):
+    """Per-pair projections, rank axis kept: ``u_q = B_jᵀh_q``, ``at_q = A_jᵀq`` ``[J, r, Q, 1]``;
+    ``u_d = B_jᵀh_d``, ``at_d = A_jᵀd`` ``[J, r, Q, P]``; ``gram = A_jᵀA_j`` ``[J, r, r]``."""
+
+    u_q: Tensor
+    at_q: Tensor
+    u_d: Tensor
+    at_d: Tensor
+    gram: Tensor
+
+    def block(self, pairs: slice) -> _PairTerms:
+        """The same terms for the pairs ``pairs`` only (views)."""
+        return _PairTerms(*(t[pairs] for t in self))
+
+
+def _closed_form_terms(
+    weight: Tensor, h_q: Tensor, h_d: Tensor, A: Tensor, B: Tensor, *, normalize: bool
+) -> tuple[_BaseTerms, _PairTerms]:
+    """The GEMMs of the closed form: members on the leading axis, ``[J, r, Q, P]`` straight out of them."""
     num_pairs, m, rank = A.shape
     n = B.shape[1]
     n_q, pool = h_d.shape[0], h_d.shape[1]
-    c = sigma / math.sqrt(rank)
     jr = num_pairs * rank
     a_rows = A.transpose(1, 2).reshape(jr, m)  # [J·r, m], row j·r + k = column k of A_j
     b_rows = B.transpose(1, 2).reshape(jr, n)  # [J·r, n]
     h_d_flat = h_d.reshape(n_q * pool, n)
-
     q = h_q @ weight.T  # [Q, m]
     d = h_d_flat @ weight.T  # [Q·P, m]
-    base = torch.bmm(d.view(n_q, pool, m), q[:, :, None])[..., 0]  # [Q, P]
-
-    # Members on the leading axis from the start: [J, r, Q, P] comes straight out of the GEMMs.
-    u_d = (b_rows @ h_d_flat.T).view(num_pairs, rank, n_q, pool)
-    at_d = (a_rows @ d.T).view(num_pairs, rank, n_q, pool)
-    u_q = (b_rows @ h_q.T).view(num_pairs, rank, n_q, 1)
-    at_q = (a_rows @ q.T).view(num_pairs, rank, n_q, 1)
-    gram = torch.bmm(A.transpose(1, 2), A)  # [J, r, r]
-    g_uq = torch.einsum("jrs,jsqx->jrqx", gram, u_q)  # [J, r, Q, 1]
-
-    if rank == 1:  # elementwise tail in blocks of pairs that stay in cache
-        scores = torch.empty(num_pairs, 2, n_q, pool, dtype=u_d.dtype, device=u_d.device)
-        dd = torch.linalg.vector_norm(d, dim=-1).square_().view(n_q, pool) if normalize else None
-        qq = (q * q).sum(-1)[:, None]
-        step = max(1, TAIL_BLOCK_ELEMENTS // (n_q * pool))
-        for j0 in range(0, num_pairs, step):
-            j = slice(j0, j0 + step)
-            _rank_one_tail(scores[j], base, qq, dd, u_q[j, 0], at_q[j, 0], u_d[j, 0], at_d[j, 0],
-                           gram[j].view(-1, 1, 1), g_uq[j, 0], c, eps)
-        return scores.view(2 * num_pairs, n_q, pool)
-
-    odd = c * ((u_q * at_d).sum(1) + (at_q * u_d).sum(1))  # [J, Q, P]
-    even = base + (c * c) * (g_uq * u_d).sum(1)
-    scores = torch.stack((even + odd, even - odd), dim=1)  # [J, 2, Q, P]
-    if normalize:  # cosine: divide by ||W'h_q|| ||W'h_d||, each floored at eps like F.normalize
-        nq_even = (q * q).sum(-1)[:, None] + (c * c) * (u_q * g_uq).sum(1)  # [J, Q, 1]
-        nq_odd = (2 * c) * (u_q * at_q).sum(1)
-        g_ud = torch.einsum("jrs,jsqp->jrqp", gram, u_d)
-        nd_even = torch.linalg.vector_norm(d, dim=-1).square_().view(n_q, pool) + (c * c) * (u_d * g_ud).sum(1)
-        nd_odd = (2 * c) * (u_d * at_d).sum(1)
-        nq = torch.stack((nq_even + nq_odd, nq_even - nq_odd), dim=1)  # [J, 2, Q, 1]
-        nd = torch.stack((nd_even + nd_odd, nd_even - nd_odd), dim=1)  # [J, 2, Q, P]
-        scores = scores * nq.clamp_min(eps * eps).rsqrt() * nd.clamp_min(eps * eps).rsqrt()
-    return scores.view(2 * num_pairs, n_q, pool)  # member 2j + k = scores[j, k]
+    base = _BaseTerms(
+        qd=torch.bmm(d.view(n_q, pool, m), q[:, :, None])[..., 0],
+        qq=(q * q).sum(-1)[:, None] if normalize else None,
+        dd=torch.linalg.vector_norm(d, dim=-1).square_().view(n_q, pool) if normalize else None,
+    )
+    terms = _PairTerms(
+        u_q=(b_rows @ h_q.T).view(num_pairs, rank, n_q, 1),
+        at_q=(a_rows @ q.T).view(num_pairs, rank, n_q, 1),
+        u_d=(b_rows @ h_d_flat.T).view(num_pairs, rank, n_q, pool),
+        at_d=(a_rows @ d.T).view(num_pairs, rank, n_q, pool),
+        gram=torch.bmm(A.transpose(1, 2), A),
+    )
+    return base, terms
 
 
-TAIL_BLOCK_ELEMENTS = 1 << 17  # ~512 KB of float32 per temporary in the rank-1 tail
+def _rank_sum(x: Tensor) -> Tensor:
+    """Sum over the rank axis 1: ``[J, r, ...] -> [J, ...]`` (at r = 1 a view, the sum of one term)."""
+    return x[:, 0] if x.shape[1] == 1 else x.sum(1)
 
 
-def _rank_one_tail(
-    out: Tensor, base: Tensor, qq: Tensor, dd: Tensor | None, u_q: Tensor, at_q: Tensor, u_d: Tensor,
-    at_d: Tensor, gram: Tensor, g_uq: Tensor, c: float, eps: float,
-) -> None:
-    """Rank 1 (r-axis dropped) for a block of pairs, written into ``out [J, 2, Q, P]``: the same formulas
-    as the general case, computed in place in the GEMM outputs ``u_d``, ``at_d`` ``[J, Q, P]`` (a block
-    small enough to stay in cache). ``gram [J, 1, 1]``; ``u_q, at_q, g_uq [J, Q, 1]``; ``qq [Q, 1]``;
-    ``dd [Q, P]`` = ||W h_d||² when normalizing, else None."""
-    if dd is not None:  # perturbed squared norms, before u_d / at_d are overwritten
-        nd_odd = (u_d * at_d).mul_(2 * c)
-        nd_even = (u_d * u_d).mul_((c * c) * gram).add_(dd)
-        nq_even = qq + (c * c) * u_q * g_uq  # [J, Q, 1]
-        nq_odd = (2 * c) * u_q * at_q
-    odd = at_d.mul_(c * u_q).addcmul_(c * at_q, u_d)  # [J, Q, P]
-    even = u_d.mul_((c * c) * g_uq).add_(base)
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    """``Σ_k x_k y_k`` over the rank axis: ``[J, r, Q, *]`` (broadcasting) -> ``[J, Q, *]``."""
+    return _rank_sum(x * y)
+
+
+def _quadratic(x: Tensor, gram: Tensor, y: Tensor) -> Tensor:
+    """``xᵀ G_j y = Σ_kl x_k G_kl y_l``: ``x, y [J, r, Q, *]``, ``gram [J, r, r]`` -> ``[J, Q, *]``."""
+    return _rank_sum(x * torch.einsum("jrs,jsqp->jrqp", gram, y))
+
+
+def _block_scores(out: Tensor, base: _BaseTerms, t: _PairTerms, *, c: float, eps: float) -> None:
+    """Scores of a block of pairs into ``out [J, 2, Q, P]``: ``s± = even ± odd`` with
+    ``odd = c (u_q·A_jᵀd + u_d·A_jᵀq)``, ``even = q·d + c² u_qᵀG_j u_d``; when normalizing, times
+    ``1/||W'h_q||`` and ``1/||W'h_d||`` (:func:`_inverse_norms`)."""
+    odd = c * (_dot(t.u_q, t.at_d) + _dot(t.at_q, t.u_d))  # [J, Q, P]
+    even = base.qd + (c * c) * _quadratic(t.u_d, t.gram, t.u_q)
     torch.add(even, odd, out=out[:, 0])
     torch.sub(even, odd, out=out[:, 1])
-    if dd is not None:  # 1 / max(||x||, eps) = rsqrt(max(||x||², eps²)), as F.normalize floors the norm
-        floor = eps * eps
-        inv_plus = torch.add(nd_even, nd_odd, out=u_d).clamp_min_(floor).rsqrt_()
-        inv_plus.mul_((nq_even + nq_odd).clamp_min_(floor).rsqrt_())
-        inv_minus = nd_even.sub_(nd_odd).clamp_min_(floor).rsqrt_()
-        inv_minus.mul_((nq_even - nq_odd).clamp_min_(floor).rsqrt_())
-        out[:, 0].mul_(inv_plus)
-        out[:, 1].mul_(inv_minus)
+    if base.dd is not None:  # cosine
+        out.mul_(_inverse_norms(base.qq, t.u_q, t.at_q, t.gram, c=c, eps=eps))  # [J, 2, Q, 1]
+        out.mul_(_inverse_norms(base.dd, t.u_d, t.at_d, t.gram, c=c, eps=eps))  # [J, 2, Q, P]
+
+
+def _inverse_norms(sq_norm: Tensor, u: Tensor, at: Tensor, gram: Tensor, *, c: float, eps: float) -> Tensor:
+    """``1 / max(||W'h||, eps)`` for both members of each pair, ``[J, 2, Q, *]``, from
+    ``||W'h||² = ||Wh||² ± 2c u·(A_jᵀWh) + c² uᵀG_j u`` with ``sq_norm = ||Wh||² [Q, *]``,
+    ``u = B_jᵀh``, ``at = A_jᵀWh`` ``[J, r, Q, *]`` (``rsqrt(max(x², eps²))``, the floor of F.normalize)."""
+    even = sq_norm + (c * c) * _quadratic(u, gram, u)
+    odd = (2 * c) * _dot(u, at)
+    return torch.stack((even + odd, even - odd), dim=1).clamp_min(eps * eps).rsqrt()
 
 
 def materialize(weight: Tensor, A: Tensor, B: Tensor, sigma: float) -> Tensor:

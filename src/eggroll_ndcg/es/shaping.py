@@ -11,9 +11,11 @@ Methods (compose with ``+``, applied left to right, e.g. ``"query_zscore+centere
 * ``zscore``         (f - mean) / std (population std); all zeros when std = 0.
 * ``query_zscore``   per query column: (f[:, q] - mean_q) / std_q (0 where std_q = 0), then mean over q.
 
-NaN policy (``nan_policy``): ``"raise"`` (default) raises ``ValueError`` naming the members (and queries)
-with NaN fitness; ``"worst"`` replaces each NaN by the smallest finite fitness of its column (so the member
-ties with the worst one). A column that is all NaN always raises.
+Non-finite policy (``nan_policy``; NaN, ``+inf`` and ``-inf`` alike are failed evaluations): ``"raise"``
+(default) raises ``ValueError`` naming the kinds of values and the members (and queries) concerned;
+``"worst"`` replaces each non-finite value by the smallest finite fitness of its column (so the member ties
+with the worst one; ``+inf`` too: an overflow is no evidence of a good member). A column without any finite
+value always raises.
 """
 
 from __future__ import annotations
@@ -27,23 +29,40 @@ ShapingFn = Callable[[Tensor], Tensor]
 
 
 def handle_nan(fitness: Tensor, policy: str = "raise") -> Tensor:
-    """Apply the NaN policy to ``[N]`` or ``[N, Q]`` fitness; returns a NaN-free tensor of the same shape."""
+    """Apply the non-finite policy to ``[N]`` or ``[N, Q]`` fitness; returns a finite tensor of the same shape.
+
+    Non-finite = NaN, ``+inf`` or ``-inf``. ``policy="raise"``: ``ValueError`` naming the kinds, members and
+    queries; ``"worst"``: ``f[i, q] <- min{f[k, q] finite}`` (raises if column ``q`` has no finite value).
+    """
     if policy not in ("raise", "worst"):
         raise ValueError(f"nan_policy must be 'raise' or 'worst', got {policy!r}")
-    bad = torch.isnan(fitness)
+    bad = ~torch.isfinite(fitness)
     if not bool(bad.any()):
         return fitness
     cols = fitness if fitness.dim() == 2 else fitness[:, None]
     bad_cols = bad if bad.dim() == 2 else bad[:, None]
-    members = sorted({int(i) for i in bad_cols.any(dim=1).nonzero().flatten()})
-    detail = f"members {members}"
-    if fitness.dim() == 2:
-        detail += f" (queries {sorted({int(q) for q in bad_cols.any(dim=0).nonzero().flatten()})})"
     if policy == "raise" or bool(bad_cols.all(dim=0).any()):
-        raise ValueError(f"NaN fitness for {detail}; fix the fitness or pass nan_policy='worst'")
+        raise ValueError(f"{_describe_non_finite(fitness)}; fix the fitness or pass nan_policy='worst'")
     worst = torch.where(bad_cols, torch.full_like(cols, float("inf")), cols).min(dim=0).values
     fixed = torch.where(bad_cols, worst.expand_as(cols), cols)
     return fixed if fitness.dim() == 2 else fixed[:, 0]
+
+
+def _describe_non_finite(fitness: Tensor) -> str:
+    """``"non-finite fitness (NaN, +inf) for members [1, 5] (queries [0, 2])"`` for ``[N]`` / ``[N, Q]``."""
+    masks = {"NaN": torch.isnan(fitness), "+inf": torch.isposinf(fitness), "-inf": torch.isneginf(fitness)}
+    kinds = [kind for kind, mask in masks.items() if bool(mask.any())]
+    bad = ~torch.isfinite(fitness)
+    bad_cols = bad if bad.dim() == 2 else bad[:, None]
+    detail = f"members {_indices(bad_cols.any(dim=1))}"
+    if fitness.dim() == 2:
+        detail += f" (queries {_indices(bad_cols.any(dim=0))})"
+    return f"non-finite fitness ({', '.join(kinds)}) for {detail}"
+
+
+def _indices(mask: Tensor) -> list[int]:
+    """Positions of the True entries of a 1-D mask, ascending."""
+    return [int(i) for i in mask.nonzero().flatten()]
 
 
 def _to_vector(fitness: Tensor) -> Tensor:
@@ -121,7 +140,7 @@ def get_shaping(method: str | ShapingFn) -> ShapingFn:
 
 
 def shape_fitness(fitness: Tensor, method: str | ShapingFn = "centered_rank", *, nan_policy: str = "raise") -> Tensor:
-    """NaN policy, then the shaping ``method``: ``[N]`` or ``[N, Q]`` -> ``[N]`` (higher is better)."""
+    """Non-finite policy, then the shaping ``method``: ``[N]`` or ``[N, Q]`` -> ``[N]`` (higher is better)."""
     if fitness.dim() not in (1, 2):
         raise ValueError(f"fitness must be [N] or [N, Q], got shape {tuple(fitness.shape)}")
     return get_shaping(method)(handle_nan(fitness, nan_policy))

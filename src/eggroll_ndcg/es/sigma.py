@@ -1,7 +1,8 @@
 """Sigma control: fixed schedules and an adaptive rule driven by a normalized statistic.
 
 Every controller answers ``sigma(step)`` and may ``observe(step, fitness)`` after each step (schedules
-ignore it). State round-trips through ``state_dict()`` (plain JSON-able floats).
+ignore it). State round-trips through ``state_dict()`` (plain JSON-able numbers; the adaptive rule also
+counts its observations, which the engine cross-checks against its step on load).
 
 Adaptive rule (:class:`AdaptiveSigma`)
 --------------------------------------
@@ -132,11 +133,14 @@ class AdaptiveSigma(SigmaSchedule):
         self.lower, self.upper = float(lower), float(upper)
         self.target_ratio, self.min_signal, self.rate = float(target_ratio), float(min_signal), float(rate)
         self.current = float(initial)
+        self.observed: int | None = 0  # observations so far (None: restored from a state that had no count)
 
     def sigma(self, step: int) -> float:
         return self.current
 
     def observe(self, step: int, fitness: Tensor) -> dict[str, float]:
+        if self.observed is not None:
+            self.observed += 1
         phi, rho = pair_statistics(fitness)
         if phi < self.min_signal:
             u = 1.0
@@ -146,10 +150,16 @@ class AdaptiveSigma(SigmaSchedule):
         return {"signal_fraction": phi, "nonlinearity_ratio": rho}
 
     def state_dict(self) -> dict:
-        return {"current": self.current}
+        """``current`` sigma and ``observed`` (how many steps it has seen: the engine checks it against its
+        step on load; absent after loading an older state without it)."""
+        state: dict = {"current": self.current}
+        if self.observed is not None:
+            state["observed"] = self.observed
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.current = float(state["current"])
+        self.observed = int(state["observed"]) if state.get("observed") is not None else None
 
 
 def as_controller(sigma: float | SigmaSchedule) -> SigmaSchedule:

@@ -3,13 +3,16 @@
 A checkpoint is a folder with two files:
 
 * ``engine.safetensors``: the weights (``param/<name>``), every tensor of the optimizer state
-  (``optimizer/<param index>/<key>``, dtype kept, e.g. Adam's float32 ``step``) and the caller's
-  ``extra/<key>`` tensors.
+  (``optimizer/<param index>/<key>``, dtype kept, e.g. Adam's float32 ``step``), a copy of the engine
+  step (``engine/step``, int64) and the caller's ``extra/<key>`` tensors.
 * ``engine.json``: ``format``, ``step``, ``config`` (seed, layout), the sigma-controller state, the
   optimizer's ``param_groups`` and non-tensor state values, and the caller's ``extra`` JSON.
 
 Because the noise is a function of ``(seed, step // noise_reuse, pair, parameter)`` and sigma and the
 optimizer state are restored exactly, resuming gives bit-identical weights to an uninterrupted run.
+Loading checks the JSON ``step`` against ``engine/step`` and then (``EggrollES.load_state_dict``) against
+every other counter (optimizer ``step``, adaptive sigma ``observed``): an edited counter raises
+:class:`~eggroll_ndcg.es.engine.StateMismatchError` naming the field, before anything is restored.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .engine import EggrollES
+from .engine import EggrollES, StateMismatchError
 
 TENSORS_FILE = "engine.safetensors"
 JSON_FILE = "engine.json"
+STEP_TENSOR = "engine/step"
 
 
 def _jsonable(value):
@@ -59,6 +63,7 @@ def save_checkpoint(
                 tensors[f"optimizer/{index}/{key}"] = value.detach().cpu().contiguous().clone()
             else:
                 scalars.setdefault(str(index), {})[key] = _jsonable(value)
+    tensors[STEP_TENSOR] = torch.tensor(state["step"], dtype=torch.int64)
     for key, value in (extra_tensors or {}).items():
         tensors[f"extra/{key}"] = value.detach().cpu().contiguous().clone()
     meta = {
@@ -74,11 +79,21 @@ def save_checkpoint(
     return folder
 
 
+def _check_step_copy(meta: dict, tensors: dict[str, Tensor]) -> None:
+    """``engine.json``'s ``step`` must equal ``engine.safetensors``' ``engine/step`` (when the file has one:
+    checkpoints written before it existed do not)."""
+    if STEP_TENSOR in tensors and meta["step"] != int(tensors[STEP_TENSOR]):
+        raise StateMismatchError(
+            "step", f"{JSON_FILE} says {meta['step']!r} but {TENSORS_FILE} says {int(tensors[STEP_TENSOR])}"
+        )
+
+
 def load_checkpoint(path: str | Path, engine: EggrollES) -> tuple[dict[str, Tensor], dict]:
     """Restore weights (in place) and engine state from ``path``; returns ``(extra_tensors, extra_json)``."""
     folder = Path(path)
     meta = json.loads((folder / JSON_FILE).read_text())
     tensors = load_file(str(folder / TENSORS_FILE))
+    _check_step_copy(meta, tensors)
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer/"):

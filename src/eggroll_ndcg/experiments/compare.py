@@ -18,13 +18,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic, write_text_atomic
 from ..data.sources import resolve
-from ..train.config import METHODS, ConfigError, TrainConfig, read_yaml_mapping
+from ..train.config import ConfigError, TrainConfig, read_yaml_mapping
+from ..train.methods import METHODS
 from ..train.prepare import EncodedCollection, PreparedData, data_key, encode_collection, prepare_data
 from ..train.trainer import Trainer, check_resolvable, final_evaluation
 
@@ -37,8 +38,11 @@ ZERO_SHOT = "zero-shot"
 class CompareConfig:
     """A comparison: the shared `base` TrainConfig, the methods, seeds, folds and each method's grid.
 
-    `sweep[method]` maps TrainConfig fields to lists of values; the grid is their product. A method with no
-    grid trains with the base values. `folds` lists the fold numbers to run when `base.n_folds` is set.
+    `sweep[method]` maps TrainConfig fields (any spelling: `learning_rate`, `es.population_size`) to lists of
+    values; the grid is their product. A method with no grid trains with the base values. `folds` lists
+    the fold numbers to run when `base.n_folds` is set. `tuned[method]` records the grid point this
+    comparison's sweep chose on validation; `train --config NAME --method M` trains base + tuned[M] (a test
+    checks each entry is a point of its grid). `compare` itself never reads it: it sweeps again.
     """
 
     base: TrainConfig
@@ -46,12 +50,14 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     output_dir: str = "runs/compare"
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> "CompareConfig":
         self.base.validate()
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ConfigError(f"compare: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+            raise ConfigError(f"compare: unknown method(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(METHODS.names())}")
         if not self.seeds:
             raise ConfigError("compare: give at least one seed")
         for method, grid in self.sweep.items():
@@ -62,17 +68,26 @@ class CompareConfig:
                     raise ConfigError(f"compare: sweep.{method}.{name} must be a non-empty list")
                 for value in values:
                     self.base.replace(method=method, **{name: value}).validate()
+        for method in self.methods:
+            self.base.replace(method=method).validate()
         return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "CompareConfig":
         raw = read_yaml_mapping(path)
-        unknown = sorted(set(raw) - {"base", "methods", "seeds", "sweep", "output_dir"})
+        unknown = sorted(set(raw) - {"base", "methods", "seeds", "sweep", "output_dir", "tuned"})
         if unknown:
             raise ConfigError(f"{path}: unknown top-level field(s) {', '.join(unknown)}")
-        base = TrainConfig.from_dict(raw.get("base", {}), source=f"{path}: base")
+        base = TrainConfig.from_dict(raw.get("base") or {}, source=f"{path}: base")
+        for name in ("methods", "seeds"):
+            if name in raw and not isinstance(raw[name], list):
+                raise ConfigError(f"{path}: '{name}' must be a list, got {raw[name]!r}")
+        for name in ("sweep", "tuned"):
+            if not isinstance(raw.get(name) or {}, dict):
+                raise ConfigError(f"{path}: '{name}' must be a mapping of method: settings, got {raw[name]!r}")
         kwargs = {k: tuple(raw[k]) for k in ("methods", "seeds") if k in raw}
-        return cls(base=base, sweep=raw.get("sweep", {}) or {}, output_dir=raw.get("output_dir", "runs/compare"), **kwargs)
+        return cls(base=base, sweep=raw.get("sweep") or {}, output_dir=raw.get("output_dir", "runs/compare"),
+                   tuned=raw.get("tuned") or {}, **kwargs)
 
 
 def grid(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -111,7 +126,7 @@ class Comparison:
 
     def _train(self, config: TrainConfig, run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         """Train (or reuse the identical run made for the sweep) and return metrics and test per-query values."""
-        key = json.dumps(config.replace(output_dir=None).to_dict(), sort_keys=True)
+        key = json.dumps(config.result_fields(), sort_keys=True)
         if key not in self._runs:
             trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config),
                               progress=self.progress)
@@ -121,7 +136,8 @@ class Comparison:
 
     def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         metrics, per_query, _ = final_evaluation(
-            None, self.data_for(config), normalize=config.normalize, val_queries=config.val_queries
+            None, self.data_for(config), normalize=config.normalize, val_queries=config.val_queries,
+            ignore_identical_ids=config.ignore_identical_ids,
         )
         return metrics, per_query
 
@@ -176,18 +192,14 @@ class Comparison:
             results["methods"][method] = {"sweep": sweep_rows, "chosen": candidates[chosen], "runs": runs}
 
         from .report import summarize, write_markdown
-        from .plots import plot_learning_curves
+        from .plots import chosen_sweep_indices, plot_learning_curves
 
         results["summary"] = summarize(results, per_query, seen)
-        _write_json(self.output / "results.json", results)
-        _write_json(self.output / "timings.json", timings)
-        _write_json(self.output / "test_per_query.json", per_query)
-        (self.output / "results.md").write_text(write_markdown(results, timings), encoding="utf-8")
-        plot_learning_curves(self.output / "runs", self.output / "plots", cfg.methods, cfg.base.val_metric)
+        write_json_atomic(self.output / "results.json", results)
+        write_json_atomic(self.output / "timings.json", timings)
+        write_json_atomic(self.output / "test_per_query.json", per_query)
+        write_text_atomic(self.output / "results.md", write_markdown(results, timings))
+        plot_learning_curves(self.output / "runs", self.output / "plots", cfg.methods, cfg.base.val_metric,
+                             chosen_sweep=chosen_sweep_indices(results))
         return results
 
-
-def _write_json(path: Path, value: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)

@@ -13,6 +13,35 @@ TABLE_METRICS = (
 )
 SIGNIFICANCE_MEASURE = "ndcg@10"
 REFERENCES = ("zero-shot", "eggroll")
+RANDOMIZATION_RESAMPLES = 10_000  # random sign vectors of the randomization test (metrics.stats)
+
+
+def randomization_floor(n: int, n_resamples: int = RANDOMIZATION_RESAMPLES) -> tuple[float, bool]:
+    """(smallest p the randomization test can return for n queries, whether its p is exact).
+
+    Mirrors `metrics.stats.randomization_test`: when 2^n <= n_resamples (and n <= 20) it enumerates every sign
+    vector and p is exact, at least 2 / 2^n (the observed signs and their negation); otherwise it draws
+    `n_resamples` random sign vectors and p = (1 + count) / (1 + n_resamples) >= 1 / (1 + n_resamples), so a
+    p at that floor only says the true p is about that small or smaller.
+    """
+    if n <= 20 and 2**n <= n_resamples:
+        return 2.0 / 2**n, True
+    return 1.0 / (1 + n_resamples), False
+
+
+def at_floor(p: float, floor: float, exact: bool) -> bool:
+    """True when a Monte Carlo p equals its floor (no resample was as extreme as the observed difference)."""
+    return not exact and p <= floor * (1 + 1e-9)
+
+
+def holm_depends_on_floor(p_values: list[float], floored: list[bool]) -> list[bool]:
+    """Per row: does its Holm-adjusted p change when the p-values at the floor are taken to 0 (their true
+    values are only known to be that small or smaller)? Such an adjusted p is an upper bound, shown with "≤"."""
+    if not p_values:
+        return []
+    reported = holm(p_values)
+    lowest = holm([0.0 if f else p for p, f in zip(p_values, floored)])
+    return [low < high for low, high in zip(lowest, reported)]
 
 
 def _seed_value(fold_runs: list[dict[str, Any]], metric: str) -> float | None:
@@ -77,7 +106,9 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
                 comparisons.append({
                     "method": method, "reference": reference, "queries": group, "n": len(ids),
                     "mean_difference": interval.estimate, "ci95": [interval.low, interval.high],
-                    "t_test_p": paired_t_test(a, b).p_value, "randomization_p": randomization_test(a, b, seed=0),
+                    "t_test_p": paired_t_test(a, b).p_value,
+                    "randomization_p": randomization_test(a, b, n_resamples=RANDOMIZATION_RESAMPLES, seed=0),
+                    "randomization_resamples": RANDOMIZATION_RESAMPLES,
                     "wins": wtl.wins, "ties": wtl.ties, "losses": wtl.losses,
                 })
     if comparisons:
@@ -85,6 +116,36 @@ def summarize(results: dict[str, Any], per_query: dict[str, dict[str, dict[str, 
             row["holm_p"] = adjusted
     return {"table": table, "significance": comparisons,
             "test_queries": {"all": len(seen), "unseen": sum(not s for s in seen.values())}}
+
+
+def format_p(p: float, *, bound: bool, floor: float | None = None) -> str:
+    """A p-value for the tables: "≤ <floor>" for a Monte Carlo p at its floor, "≤ <p>" for another upper
+    bound (a Holm p that rests on such a p), else the value to 3 significant digits."""
+    if bound:
+        return f"≤ {(floor if floor is not None else p):.2g}"
+    return f"{p:.3g}"
+
+
+def significance_cells(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(randomization p, Holm p) as printed, for each significance row in order (see `format_p`)."""
+    floors = [randomization_floor(row["n"], row.get("randomization_resamples", RANDOMIZATION_RESAMPLES))
+              for row in rows]
+    floored = [at_floor(row["randomization_p"], floor, exact) for row, (floor, exact) in zip(rows, floors)]
+    holm_bounds = holm_depends_on_floor([row["randomization_p"] for row in rows], floored)
+    return [(format_p(row["randomization_p"], bound=f, floor=floor), format_p(row["holm_p"], bound=h))
+            for row, (floor, _), f, h in zip(rows, floors, floored, holm_bounds)]
+
+
+def randomization_note(rows: list[dict[str, Any]]) -> str:
+    """The sentence under the significance table that says how the randomization p-values were computed."""
+    resamples = {row.get("randomization_resamples", RANDOMIZATION_RESAMPLES) for row in rows} or {
+        RANDOMIZATION_RESAMPLES}
+    r = max(resamples)
+    floor = 1.0 / (r + 1)
+    return (f"Randomization test: {r:,} random sign flips of the per-query differences, so p >= 1/{r + 1:,}; "
+            f"a p at that floor (no flip as extreme as the observed difference) is shown as \"≤ {floor:.2g}\", "
+            f"and so is a Holm p that rests on one. With 2^n <= {r:,} queries every sign vector is enumerated "
+            f"and p is exact (at least 2/2^n).")
 
 
 def _cell(mean_std: list[float | None]) -> str:
@@ -121,12 +182,14 @@ def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:
         "| method | vs | queries | n | mean diff | 95% CI | t-test p | randomization p | Holm p | W/T/L |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in summary["significance"]:
+    rows = summary["significance"]
+    for row, (randomization_p, holm_p) in zip(rows, significance_cells(rows)):
         lines.append(
             f"| {row['method']} | {row['reference']} | {row['queries']} | {row['n']} | {row['mean_difference']:+.4f} "
-            f"| [{row['ci95'][0]:+.4f}, {row['ci95'][1]:+.4f}] | {row['t_test_p']:.3g} | {row['randomization_p']:.3g} "
-            f"| {row['holm_p']:.3g} | {row['wins']}/{row['ties']}/{row['losses']} |"
+            f"| [{row['ci95'][0]:+.4f}, {row['ci95'][1]:+.4f}] | {row['t_test_p']:.3g} | {randomization_p} "
+            f"| {holm_p} | {row['wins']}/{row['ties']}/{row['losses']} |"
         )
+    lines += ["", randomization_note(rows)]
     lines += ["", "## Chosen configurations (validation queries only)", ""]
     for method in order:
         entry = results["methods"][method]

@@ -28,10 +28,13 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
+from .relevant import RANK_MAX_RELEVANT, check_no_nan, choose_method, ranked_sums, relevant_ranks, relevant_slots
+
 Gain = Literal["linear", "exponential"]
+Method = Literal["auto", "topk", "rank"]
 MEASURES = ("ndcg", "mrr", "recall", "map")
 
-__all__ = ["MEASURES", "ideal_dcg", "rank_top_k", "ranking_metrics", "ndcg_at_k", "mrr_at_k", "recall_at_k",
+__all__ = ["MEASURES", "RANK_MAX_RELEVANT", "choose_method", "ideal_dcg", "rank_top_k", "ranking_metrics", "ndcg_at_k", "mrr_at_k", "recall_at_k",
            "map_at_k"]
 
 
@@ -162,7 +165,7 @@ def _order_ties(s: Tensor, mask: Tensor, vals: Tensor, idx: Tensor, k: int) -> T
 
 def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_grades: Tensor,
                     mask: Tensor | None = None, measures: Sequence[str] = MEASURES, gain: Gain = "linear",
-                    idcg: Tensor | None = None) -> dict[str, Tensor]:
+                    idcg: Tensor | None = None, method: Method = "auto") -> dict[str, Tensor]:
     """NDCG@k, MRR@k, Recall@k and MAP@k for every ranking in a batch, for several cuts k at once.
 
     Args:
@@ -175,6 +178,11 @@ def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_
         measures: any of "ndcg", "mrr", "recall", "map".
         gain: "linear" (trec_eval) or "exponential" (2^grade - 1), for NDCG only.
         idcg: optional precomputed :func:`ideal_dcg` ``[..., len(ks)]`` (same ks and gain).
+        method: "topk" (rank the top max(ks) of every pool, :func:`rank_top_k`), "rank" (count, for each
+            relevant candidate, the candidates that beat it; no sort, :mod:`.relevant`), or "auto": "rank"
+            when the pools hold at most ``RANK_MAX_RELEVANT`` relevant candidates and the counting is cheap
+            on this device (:func:`eggroll_ndcg.metrics.relevant.choose_method`), else "topk". Both give the
+            same values (up to the order of floating-point additions).
 
     Returns:
         {measure: Tensor [..., len(ks)]}, float64 for float64 scores, else float32. Definitions are in the
@@ -190,50 +198,77 @@ def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise ValueError(f"unknown measures {sorted(unknown)}; choose from {MEASURES}")
+    if method not in ("auto", "topk", "rank"):
+        raise ValueError(f"method must be 'auto', 'topk' or 'rank', got {method!r}")
     if not (scores.is_floating_point()):
         raise ValueError(f"scores must be a floating point tensor, got {scores.dtype}")
     dtype = _compute_dtype(scores)
     device = scores.device
     P = scores.shape[-1]
     lead = scores.shape[:-1]
-    grades = torch.broadcast_to(grades, scores.shape)
+    torch.broadcast_to(grades, scores.shape)  # grades and mask must broadcast to scores (kept unexpanded)
     if mask is not None:
-        mask = torch.broadcast_to(mask.to(device=device, dtype=torch.bool), scores.shape)
+        mask = mask.to(device=device, dtype=torch.bool)
+        torch.broadcast_to(mask, scores.shape)
 
     ideal_grades = ideal_grades.to(device)
     out_shape = torch.broadcast_shapes(lead, ideal_grades.shape[:-1]) + (len(ks),)
-    if P == 0:
+    if P == 0 or scores.numel() == 0:
         return {m: torch.zeros(out_shape, dtype=dtype, device=device) for m in measures}
 
-    depth = min(max(ks), P)
+    sums = None
+    if method != "topk":
+        slots = relevant_slots(scores, grades, mask, dtype)  # one sync: the largest relevant count
+        if method == "rank" or choose_method(slots, P, device) == "rank":
+            check_no_nan(scores, mask)
+            ranks = relevant_ranks(scores, slots, dtype)
+            sums = ranked_sums(ranks, slots, _gains(slots.grades, gain, dtype), ks, measures)
+    if sums is None:
+        sums = _top_k_sums(scores, torch.broadcast_to(grades, scores.shape),
+                           None if mask is None else torch.broadcast_to(mask, scores.shape), ks, measures, gain, dtype)
+
+    n_rel = (ideal_grades >= 1).sum(-1, keepdim=True).to(dtype)  # R, [..., 1]
+    result: dict[str, Tensor] = {}
+    for m in measures:
+        value = sums[m]
+        if m == "ndcg":
+            if idcg is None:
+                idcg_k = ideal_dcg(ideal_grades, ks, gain=gain, dtype=dtype)
+            else:
+                idcg_k = idcg.to(device=device, dtype=dtype)
+            value = torch.where(idcg_k > 0, value / idcg_k.clamp(min=torch.finfo(dtype).tiny), 0.0)
+        elif m in ("recall", "map"):
+            value = value / n_rel.clamp(min=1)
+        result[m] = torch.broadcast_to(value, out_shape)
+    return result
+
+
+def _top_k_sums(scores: Tensor, grades: Tensor, mask: Tensor | None, ks: list[int], measures: Sequence[str],
+                gain: Gain, dtype: torch.dtype) -> dict[str, Tensor]:
+    """The top-k path: rank the top min(max(ks), P) of every pool, then DCG@k, RR@k, hits@k, AP-sum@k.
+
+    Returns {measure: [..., len(ks)]} numerators; :func:`ranking_metrics` divides by IDCG@k or R.
+    """
+    device = scores.device
+    depth = min(max(ks), scores.shape[-1])
     ranked = rank_top_k(scores, depth, mask)  # [..., depth]
     g = grades.gather(-1, ranked).to(dtype)
     if mask is not None:
         g = g * mask.gather(-1, ranked)  # masked candidates count 0 (they rank last anyway)
     cut = _cut_positions(ks, depth, device)
     rel = (g >= 1).to(dtype)  # [..., depth]
-    n_rel = (ideal_grades >= 1).sum(-1, keepdim=True).to(dtype)  # R, [..., 1]
-    safe_n_rel = n_rel.clamp(min=1)
-
-    result: dict[str, Tensor] = {}
+    ranks = torch.arange(1, depth + 1, dtype=dtype, device=device)
+    sums: dict[str, Tensor] = {}
     for m in measures:
         if m == "ndcg":
-            if idcg is None:
-                idcg_k = ideal_dcg(ideal_grades, ks, gain=gain, dtype=dtype)
-            else:
-                idcg_k = idcg.to(device=device, dtype=dtype)
-            dcg = torch.cumsum(_gains(g, gain, dtype) * _discounts(depth, dtype, device), -1).index_select(-1, cut)
-            value = torch.where(idcg_k > 0, dcg / idcg_k.clamp(min=torch.finfo(dtype).tiny), 0.0)
+            sums[m] = torch.cumsum(_gains(g, gain, dtype) * _discounts(depth, dtype, device), -1).index_select(-1, cut)
         elif m == "mrr":
-            rr = rel / torch.arange(1, depth + 1, dtype=dtype, device=device)
-            value = torch.cummax(rr, -1).values.index_select(-1, cut)
+            sums[m] = torch.cummax(rel / ranks, -1).values.index_select(-1, cut)
         elif m == "recall":
-            value = torch.cumsum(rel, -1).index_select(-1, cut) / safe_n_rel
+            sums[m] = torch.cumsum(rel, -1).index_select(-1, cut)
         else:  # map
-            precision = torch.cumsum(rel, -1) / torch.arange(1, depth + 1, dtype=dtype, device=device)
-            value = torch.cumsum(rel * precision, -1).index_select(-1, cut) / safe_n_rel
-        result[m] = torch.broadcast_to(value, out_shape)
-    return result
+            sums[m] = torch.cumsum(rel * (torch.cumsum(rel, -1) / ranks), -1).index_select(-1, cut)
+    return sums
 
 
 def _single(measure: str, scores: Tensor, grades: Tensor, k: int, ideal_grades: Tensor,

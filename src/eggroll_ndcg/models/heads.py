@@ -6,23 +6,44 @@ query q is the bilinear form
     s(q, d) = f(h_q) · f(h_d)                          (normalize=False, dot product)
     s(q, d) = f(h_q)/|f(h_q)| · f(h_d)/|f(h_d)|        (normalize=True, cosine)
 
-Every weight matrix is an ``nn.Linear``, so the ES engine can perturb "any module's Linear layers" and the
-gradient baselines train exactly the same parameters. Both heads start at (or near) the zero-shot encoder:
-step 0 of training evaluates the encoder itself.
+Every head starts at (or near) the zero-shot encoder: step 0 of training evaluates the encoder itself.
+
+**Closed-form noise.** A head whose output is f(h) = W h for an effective weight W may describe how engine
+noise on its own parameters maps to low-rank noise on W: ``weight_noise(factors) -> (A [J, m, r], B [J, n, r])``
+with ``factors(name) -> (A_p, B_p)`` the engine's factors of parameter ``name``, such that parameter noise
+c·A_p B_pᵀ is exactly the noise c·A Bᵀ on W (``None`` when it is not, e.g. with a bias). The ES method then
+scores the whole population with the exact closed form of the bilinear score (``es.perturb``), never forming
+a member's weights. A head without ``weight_noise`` (the residual MLP) runs its ``nn.Linear`` layers as a
+population through the engine's hooks.
+
+**Registry.** ``HEADS`` maps a config name to a ``HeadSpec``: ``build(doc_emb [D, n], settings)`` and the
+settings it reads. A new head is one class plus one ``HEADS.register`` line.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HEADS", "AdapterHead", "LinearHead", "MLPHead", "SubspaceHead", "build_head", "principal_basis",
-           "score_pool"]
+from ..registry import Registry
+
+__all__ = ["HEADS", "AdapterHead", "ClosedFormHead", "HeadSettings", "HeadSpec", "LinearHead", "MLPHead",
+           "SubspaceHead", "build_head", "principal_basis", "score_pool"]
 
 LinearInit = Literal["identity", "orthogonal", "random"]
+NoiseFactors = Callable[[str], "tuple[Tensor, Tensor]"]
+
+
+class ClosedFormHead(Protocol):
+    """A head f(h) = W h that maps engine noise on its parameters to low-rank noise on W (module docstring)."""
+
+    weight: Tensor
+
+    def weight_noise(self, factors: NoiseFactors) -> tuple[Tensor, Tensor] | None: ...
 
 
 class LinearHead(nn.Module):
@@ -70,6 +91,10 @@ class LinearHead(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         """[..., in_dim] -> [..., out_dim]."""
         return self.linear(h)
+
+    def weight_noise(self, factors: NoiseFactors) -> tuple[Tensor, Tensor] | None:
+        """Noise on ``linear.weight`` is noise on W; with a bias the score has no bilinear closed form."""
+        return factors("linear.weight") if self.bias is None else None
 
 
 class MLPHead(nn.Module):
@@ -133,6 +158,11 @@ class SubspaceHead(nn.Module):
         """[..., n] -> [..., n]: h + ((h P) Mᵀ) Pᵀ."""
         return h + (h @ self.basis) @ self.core.T @ self.basis.T
 
+    def weight_noise(self, factors: NoiseFactors) -> tuple[Tensor, Tensor]:
+        """M + c A Bᵀ is W + c (P A)(P B)ᵀ: factors [J, n, r] from the core's [J, k, r]."""
+        A, B = factors("core")
+        return self.basis @ A, self.basis @ B
+
 
 class AdapterHead(nn.Module):
     """f(h) = W h with W = I + U Pᵀ: a low-rank adapter whose down-projection is a fixed orthonormal basis
@@ -160,6 +190,11 @@ class AdapterHead(nn.Module):
         """[..., n] -> [..., n]: h + (h P) Uᵀ."""
         return h + (h @ self.basis) @ self.up.T
 
+    def weight_noise(self, factors: NoiseFactors) -> tuple[Tensor, Tensor]:
+        """U + c A Bᵀ is W + c A (P B)ᵀ: A [J, n, r] as is, B [J, n, r] from [J, k, r]."""
+        A, B = factors("up")
+        return A, self.basis @ B
+
 
 def principal_basis(embeddings: Tensor, k: int) -> Tensor:
     """The top-k right singular vectors of the centered embeddings [N, n] -> [n, k] (orthonormal columns),
@@ -171,24 +206,41 @@ def principal_basis(embeddings: Tensor, k: int) -> Tensor:
     return (basis * signs).to(embeddings.dtype)
 
 
-HEADS = ("linear", "mlp", "subspace", "adapter")
+@dataclass(frozen=True)
+class HeadSettings:
+    """The config settings a head builder may read: ``out_dim`` (None: the encoder's dimension), the MLP's
+    ``hidden`` width, and the basis size ``subspace_dim`` of the subspace and adapter heads."""
+
+    out_dim: int | None = None
+    hidden: int = 512
+    subspace_dim: int = 32
 
 
-def build_head(kind: str, dim: int, *, out_dim: int | None = None, hidden: int = 512, init: LinearInit = "identity",
-               bias: bool = False, basis: Tensor | None = None,
-               generator: torch.Generator | None = None) -> nn.Module:
-    """A head from its config name: "linear" -> LinearHead(dim, out_dim or dim, init=, bias=);
-    "mlp" -> MLPHead(dim, hidden) (``init`` and ``bias`` apply to the linear head only; the MLP has biases);
-    "subspace" -> SubspaceHead(basis) and "adapter" -> AdapterHead(basis) (``basis`` [dim, k] required)."""
-    if kind == "linear":
-        return LinearHead(dim, out_dim or dim, init=init, bias=bias, generator=generator)
-    if kind == "mlp":
-        return MLPHead(dim, hidden, out_dim, generator=generator)
-    if kind in ("subspace", "adapter"):
-        if basis is None or basis.shape[0] != dim:
-            raise ValueError(f"the {kind} head needs a basis [dim={dim}, k]")
-        return SubspaceHead(basis) if kind == "subspace" else AdapterHead(basis)
-    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+@dataclass(frozen=True)
+class HeadSpec:
+    """A registered head: ``build(doc_emb [D, n], settings) -> nn.Module`` (on doc_emb's device and dtype)
+    and the names of the ``HeadSettings`` fields it reads (a config that sets another one is refused)."""
+
+    build: Callable[[Tensor, HeadSettings], nn.Module]
+    reads: tuple[str, ...] = ()
+
+
+def _basis_head(cls: type[nn.Module]) -> Callable[[Tensor, HeadSettings], nn.Module]:
+    """Builder of a head on the top principal directions of the corpus embeddings (no label is read)."""
+    return lambda doc_emb, settings: cls(principal_basis(doc_emb, settings.subspace_dim))
+
+
+HEADS: Registry[HeadSpec] = Registry("head")
+HEADS.register("linear", HeadSpec(lambda e, s: LinearHead(e.shape[1], s.out_dim or e.shape[1]), reads=("out_dim",)))
+HEADS.register("mlp", HeadSpec(lambda e, s: MLPHead(e.shape[1], s.hidden), reads=("hidden",)))
+HEADS.register("subspace", HeadSpec(_basis_head(SubspaceHead), reads=("subspace_dim",)))
+HEADS.register("adapter", HeadSpec(_basis_head(AdapterHead), reads=("subspace_dim",)))
+
+
+def build_head(kind: str, doc_emb: Tensor, settings: HeadSettings = HeadSettings()) -> nn.Module:
+    """The registered head ``kind`` for the corpus embeddings ``doc_emb`` [D, n], on their device."""
+    module = HEADS.get(kind).build(doc_emb, settings)
+    return module.to(device=doc_emb.device)
 
 
 def score_pool(head: nn.Module, query_emb: Tensor, doc_emb: Tensor, *, normalize: bool) -> Tensor:

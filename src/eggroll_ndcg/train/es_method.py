@@ -1,71 +1,107 @@
 """EGGROLL on a retrieval head: population scores over the batch pools, NDCG@k per member and query as the
 fitness, one engine update per step.
 
-A linear head is scored with the exact closed form of the shared bilinear score (never materializing a
-member's weights), and so are the subspace head, whose rank-r noise on M is rank-r noise (P A)(P B)ᵀ on W,
-and the adapter head, whose noise A Bᵀ on U is A (P B)ᵀ on W; any other head (the residual MLP) runs its
-Linear layers as a population. Fitness is the
-[N, B] matrix of per-member, per-query metrics, so per-query shapings can use the query structure.
+A head that describes its own noise (`weight_noise`, see `models.heads`: linear, subspace, adapter) is
+scored with the exact closed form of the shared bilinear score, never materializing a member's weights; any
+other head (the residual MLP) runs its Linear layers as a population. Fitness is the [N, B] matrix of the
+run's objective per member and query, so per-query shapings can use the query structure.
+
+Config section `es` (`ESSection`): population size, rank, sigma and its schedule, shaping, noise reuse and
+the pair chunk of the scoring loop.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..es import AdaptiveSigma, CosineSigma, EggrollES, ExponentialSigma, LinearSigma, population_forward
 from ..es.perturb import bilinear_population_scores
-from ..metrics.ranking import ranking_metrics
-from ..models.heads import AdapterHead, LinearHead, SubspaceHead
+from ..es.shaping import get_shaping
 from .batches import PoolBatch
-from .config import TrainConfig
+from .config import TrainConfig, register_section
+from .methods import MethodSpec, register_method
+from .objectives import Objective
 from .optimizers import make_optimizer
 
+SIGMA_SCHEDULES = ("constant", "linear", "cosine", "exponential", "adaptive")
 
-def sigma_controller(config: TrainConfig):
-    """The sigma rule of a config: a constant, a schedule from `sigma` to `sigma_final` over `num_steps`, or
-    the adaptive rule (bounded to [sigma/10, sigma*10])."""
-    final = config.sigma_final if config.sigma_final is not None else config.sigma / 10
+
+@dataclass
+class ESSection:
+    """EGGROLL settings (config section `es`): `population_size` N members in N/2 antithetic pairs of rank
+    `rank` noise at scale `sigma` (constant, or scheduled to `sigma_final` over the run, or adaptive),
+    `shaping` of the fitness, `noise_reuse` steps per noise epoch, `pair_chunk` pairs scored at once."""
+
+    population_size: int = 256
+    rank: int = 1
+    sigma: float = 0.02
+    sigma_schedule: str = "constant"
+    sigma_final: float | None = None
+    shaping: str = "centered_rank"
+    noise_reuse: int = 1
+    pair_chunk: int | None = None
+
+    def validate(self, fail: Callable[[str, str], None]) -> None:
+        if self.population_size < 2 or self.population_size % 2:
+            fail("population_size", f"must be an even number >= 2 (antithetic pairs), got {self.population_size}")
+        for name in ("rank", "noise_reuse"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.pair_chunk is not None and self.pair_chunk < 1:
+            fail("pair_chunk", f"must be >= 1 or null (all pairs at once), got {self.pair_chunk}")
+        if not self.sigma > 0:
+            fail("sigma", f"must be > 0, got {self.sigma}")
+        if self.sigma_final is not None and not self.sigma_final > 0:
+            fail("sigma_final", f"must be > 0 or null, got {self.sigma_final}")
+        if self.sigma_schedule not in SIGMA_SCHEDULES:
+            fail("sigma_schedule", f"unknown schedule {self.sigma_schedule!r}; choose one of {', '.join(SIGMA_SCHEDULES)}")
+        try:
+            get_shaping(self.shaping)
+        except ValueError as error:
+            fail("shaping", str(error))
+
+
+register_section("es", ESSection)
+
+
+def sigma_controller(es: ESSection, num_steps: int):
+    """The sigma rule of an `es` section: a constant, a schedule from `sigma` to `sigma_final` over
+    `num_steps`, or the adaptive rule (bounded to [sigma/10, sigma*10])."""
+    final = es.sigma_final if es.sigma_final is not None else es.sigma / 10
     schedules = {"linear": LinearSigma, "cosine": CosineSigma, "exponential": ExponentialSigma}
-    if config.sigma_schedule in schedules:
-        return schedules[config.sigma_schedule](config.sigma, final, config.num_steps)
-    if config.sigma_schedule == "adaptive":
-        return AdaptiveSigma(config.sigma, lower=config.sigma / 10, upper=config.sigma * 10)
-    return config.sigma
+    if es.sigma_schedule in schedules:
+        return schedules[es.sigma_schedule](es.sigma, final, num_steps)
+    if es.sigma_schedule == "adaptive":
+        return AdaptiveSigma(es.sigma, lower=es.sigma / 10, upper=es.sigma * 10)
+    return es.sigma
 
 
 class EggrollMethod:
     """One EGGROLL step per batch; see the module docstring."""
 
-    def __init__(self, head: nn.Module, config: TrainConfig):
+    def __init__(self, head: nn.Module, config: TrainConfig, objective: Objective):
         self.head = head
         self.config = config
+        self.objective = objective
+        es = config.es
         params = dict(head.named_parameters())
         self.engine = EggrollES(
-            params, population_size=config.population_size, rank=config.rank, sigma=sigma_controller(config),
-            seed=config.seed, optimizer=make_optimizer(config, params.values()), noise_reuse=config.noise_reuse,
-            shaping=config.shaping, grad_clip=config.grad_clip, pair_chunk=config.pair_chunk,
+            params, population_size=es.population_size, rank=es.rank, sigma=sigma_controller(es, config.num_steps),
+            seed=config.seed, optimizer=make_optimizer(config, params.values()), noise_reuse=es.noise_reuse,
+            shaping=es.shaping, grad_clip=config.grad_clip, pair_chunk=es.pair_chunk,
         )
 
-    def _weight_factors(self, chunk) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The chunk's low-rank noise as noise on the head's weight W, (A [J, n, r], B [J, n, r]), when the
-        head is W h; None for other heads."""
-        if isinstance(self.head, LinearHead) and self.head.bias is None:
-            return chunk.factors("linear.weight")
-        if isinstance(self.head, SubspaceHead):  # M + cABᵀ is W + c(PA)(PB)ᵀ
-            A, B = chunk.factors("core")
-            return self.head.basis @ A, self.head.basis @ B
-        if isinstance(self.head, AdapterHead):  # U + cABᵀ is W + cA(PB)ᵀ
-            A, B = chunk.factors("up")
-            return A, self.head.basis @ B
-        return None
-
-    def _population_scores(self, chunk, batch: PoolBatch) -> torch.Tensor:
-        """[2J, B, P] scores of the chunk's members."""
-        factors = self._weight_factors(chunk)
+    @torch.no_grad()
+    def population_scores(self, chunk, batch: PoolBatch) -> torch.Tensor:
+        """[2J, B, P] scores of the chunk's members: the closed form when the head describes its noise on an
+        effective weight (`weight_noise`), else its Linear layers run as a population."""
+        describe = getattr(self.head, "weight_noise", None)
+        factors = describe(chunk.factors) if describe is not None else None
         if factors is not None:
             return bilinear_population_scores(
                 self.head.weight, batch.query_emb, batch.doc_emb, *factors, chunk.sigma, normalize=self.config.normalize
@@ -77,26 +113,22 @@ class EggrollMethod:
         return torch.einsum("nbpm,nbm->nbp", d, q)
 
     def step(self, batch: PoolBatch, step: int) -> dict[str, Any]:
-        """Score every member on the batch, take metric@k per member and query, update the head."""
-        config = self.config
+        """Score every member on the batch, take the objective per member and query, update the head."""
         timings = {"noise": 0.0, "scoring": 0.0, "metric": 0.0}
         population = self.engine.ask()
         fitness = torch.empty(population.num_members, batch.grades.shape[0], dtype=torch.float64,
                               device=batch.grades.device)
         with torch.no_grad():
-            for chunk in population.chunks(config.pair_chunk):
+            for chunk in population.chunks(self.config.es.pair_chunk):
                 started = time.perf_counter()
                 for spec in population.specs:  # generate (and cache in the chunk) this chunk's noise
                     chunk.factors(spec.name) if spec.kind == "lowrank" else chunk.full_noise(spec.name)
                 timings["noise"] += time.perf_counter() - started
                 started = time.perf_counter()
-                scores = self._population_scores(chunk, batch)
+                scores = self.population_scores(chunk, batch)
                 timings["scoring"] += time.perf_counter() - started
                 started = time.perf_counter()
-                fitness[chunk.members] = ranking_metrics(
-                    scores, batch.grades, ks=[config.fitness_k], ideal_grades=batch.ideal_grades, mask=batch.mask,
-                    measures=(config.fitness_metric,),
-                )[config.fitness_metric][..., 0].double()
+                fitness[chunk.members] = self.objective(scores, batch).double()
                 timings["metric"] += time.perf_counter() - started
         started = time.perf_counter()
         stats = self.engine.tell(fitness)
@@ -106,8 +138,18 @@ class EggrollMethod:
         record.update({f"time/{k}": v for k, v in timings.items()})
         return record
 
+    def steps_done(self) -> int:
+        """The engine's step counter (the trainer checks it against its own on resume)."""
+        return self.engine.step
+
     def state_dict(self) -> dict[str, Any]:
         return {"engine": self.engine.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
+
+
+register_method(MethodSpec(
+    "eggroll", EggrollMethod, sections=("es",),
+    summary="EGGROLL low-rank evolution strategies on the objective itself",
+))

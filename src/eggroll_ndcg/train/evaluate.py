@@ -6,12 +6,14 @@ top `depth` documents per query form a TREC run, which `metrics.trec.evaluate` s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..data.retrieval import retrieve, to_run
 from ..metrics.trec import Evaluation, evaluate
-from .prepare import EncodedCollection
+from .prepare import EncodedCollection, PreparedData
 
 REPORT_MEASURES = ("ndcg@10", "mrr@10", "recall@100")
 
@@ -28,13 +30,17 @@ def head_outputs(head: nn.Module | None, embeddings: torch.Tensor, *, normalize:
 
 
 def retrieve_run(
-    head: nn.Module | None, data: EncodedCollection, query_ids: tuple[str, ...], *, normalize: bool, depth: int = 100
+    head: nn.Module | None, data: EncodedCollection, query_ids: tuple[str, ...], *, normalize: bool, depth: int = 100,
+    ignore_identical_ids: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """The top-`depth` full-corpus run {qid: {doc_id: score}} of `head` for `query_ids`."""
+    """The top-`depth` full-corpus run {qid: {doc_id: score}} of `head` for `query_ids`; with
+    `ignore_identical_ids` a query's own id is left out unless it judges that document relevant."""
     rows = torch.tensor([data.query_row[qid] for qid in query_ids], dtype=torch.long, device=data.query_emb.device)
     queries = head_outputs(head, data.query_emb[rows], normalize=normalize)
     docs = head_outputs(head, data.doc_emb, normalize=normalize)
-    scores, indices = retrieve(queries, docs, min(depth, docs.shape[0]), doc_ids=data.collection.doc_ids)
+    scores, indices = retrieve(queries, docs, min(depth, docs.shape[0]), doc_ids=data.collection.doc_ids,
+                               query_ids=query_ids, ignore_identical_ids=ignore_identical_ids,
+                               judgments=data.collection.judgments)
     return to_run(list(query_ids), list(data.collection.doc_ids), scores.cpu(), indices.cpu())
 
 
@@ -46,8 +52,49 @@ def evaluate_head(
     normalize: bool,
     measures: tuple[str, ...] = REPORT_MEASURES,
     depth: int = 100,
+    ignore_identical_ids: bool = True,
 ) -> tuple[Evaluation, dict[str, dict[str, float]]]:
     """Evaluate `head` on `query_ids` over the full corpus; returns the evaluation and the run."""
-    run = retrieve_run(head, data, query_ids, normalize=normalize, depth=depth)
+    run = retrieve_run(head, data, query_ids, normalize=normalize, depth=depth,
+                       ignore_identical_ids=ignore_identical_ids)
     qrels = {qid: data.collection.judgments[qid] for qid in query_ids}
     return evaluate(run, qrels, measures=measures, missing_as_zero=True), run
+
+
+def evaluation_record(head: nn.Module | None, data: PreparedData, val_ids: tuple[str, ...],
+                      train_ids: tuple[str, ...], *, normalize: bool, val_metric: str,
+                      ignore_identical_ids: bool = True) -> dict[str, float]:
+    """The validation-time record: `val/…` on `val_ids` and `train/…` on `train_ids` (the report measures
+    plus `val_metric`)."""
+    measures = tuple(dict.fromkeys(REPORT_MEASURES + (val_metric,)))
+    record: dict[str, float] = {}
+    for split, ids in (("val", val_ids), ("train", train_ids)):
+        evaluation, _ = evaluate_head(head, data, ids, normalize=normalize, measures=measures,
+                                      ignore_identical_ids=ignore_identical_ids)
+        record.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
+    return record
+
+
+def final_evaluation(
+    head: nn.Module | None, data: PreparedData, *, normalize: bool, val_queries: str = "all",
+    ignore_identical_ids: bool = True,
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The report of a head (None: the zero-shot encoder): `train/…` on as many training queries as there
+    are validation queries, `val/…` on the validation subset `val_queries` selects on, `test/…`, and
+    `test_seen/…` / `test_unseen/…` with their counts (a group with no query gets None). Returns (metrics,
+    test per-query values, test run). `ignore_identical_ids` applies BEIR's identical-id rule throughout."""
+    metrics: dict[str, Any] = {}
+    rule = {"normalize": normalize, "ignore_identical_ids": ignore_identical_ids}
+    val_ids, test_ids = data.validation_queries(val_queries), data.queries("test")
+    for split, ids in (("train", data.queries("train")[: max(len(val_ids), 1)]), ("val", val_ids)):
+        evaluation, _ = evaluate_head(head, data, ids, **rule)
+        metrics.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
+    evaluation, run = evaluate_head(head, data, test_ids, **rule)
+    metrics.update({f"test/{name}": value for name, value in evaluation.mean.items()})
+    seen = set(data.seen_document_queries(test_ids))
+    for group, ids in (("seen", [q for q in test_ids if q in seen]), ("unseen", [q for q in test_ids if q not in seen])):
+        metrics[f"test_{group}/count"] = len(ids)
+        for name in REPORT_MEASURES:
+            values = [evaluation.per_query[q][name] for q in ids]
+            metrics[f"test_{group}/{name}"] = sum(values) / len(values) if values else None
+    return metrics, evaluation.per_query, run

@@ -1,42 +1,86 @@
-"""The gradient baselines: the same head, pools and batches as EGGROLL, trained by backpropagation."""
+"""The gradient baselines: the same head, pools and batches as EGGROLL, trained by backpropagation.
+
+Each loss of `train.losses` is registered as a method. Config sections: `loss` (`temperature`, the score
+scale of every loss) and, for the Plackett-Luce policy gradient, `pl_pg` (`samples` per query). The run's
+objective is honoured where a loss can target it: LambdaLoss weights its pairs by NDCG@k at the objective's
+cutoff, PL-PG rewards the objective itself, InfoNCE and ListNet are metric-agnostic contrastive surrogates
+(the objective only drives selection), and the NDCG-based losses refuse any other metric.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..models.heads import score_pool
 from .batches import PoolBatch, step_generator
-from .config import TrainConfig
+from .config import TrainConfig, register_section
 from .losses import LOSSES
+from .methods import MethodSpec, register_method
+from .objectives import Objective
 from .optimizers import make_optimizer
 
 
-class GradientMethod:
-    """One optimizer step per batch on the differentiable loss `config.method` (see `train.losses`)."""
+@dataclass
+class LossSection:
+    """Settings of every gradient loss (config section `loss`): `temperature` scales the scores."""
 
-    def __init__(self, head: nn.Module, config: TrainConfig):
+    temperature: float = 0.05
+
+    def validate(self, fail: Callable[[str, str], None]) -> None:
+        if not self.temperature > 0:
+            fail("temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
+class PolicyGradientSection:
+    """Settings of the Plackett-Luce policy gradient (config section `pl_pg`): `samples` rankings drawn per
+    query (the group of the leave-one-out baseline)."""
+
+    samples: int = 16
+
+    def validate(self, fail: Callable[[str, str], None]) -> None:
+        if self.samples < 2:
+            fail("samples", f"must be >= 2 (a group baseline), got {self.samples}")
+
+
+register_section("loss", LossSection)
+register_section("pl_pg", PolicyGradientSection)
+
+LossOptions = Callable[[TrainConfig, Objective, PoolBatch], dict[str, Any]]
+
+
+class GradientMethod:
+    """One optimizer step per batch on the differentiable loss `LOSSES[name]`, called with the options
+    `options(config, objective, batch)` adds to the loss section's temperature."""
+
+    def __init__(self, head: nn.Module, config: TrainConfig, objective: Objective, *, name: str,
+                 options: LossOptions | None = None):
         self.head = head
         self.config = config
-        self.loss_fn = LOSSES[config.method]
+        self.objective = objective
+        self.name = name
+        self.loss_fn = LOSSES[name]
+        self.options = options
         self.optimizer = make_optimizer(config, head.parameters())
 
     def step(self, batch: PoolBatch, step: int) -> dict[str, Any]:
         """Loss, backward, optional global-norm clipping, optimizer step. Returns log fields."""
         started = time.perf_counter()
         scores = score_pool(self.head, batch.query_emb, batch.doc_emb, normalize=self.config.normalize)
-        options: dict[str, Any] = {"temperature": self.config.temperature}
-        if self.config.method == "pl_pg":
-            options.update(k=self.config.fitness_k, n_samples=self.config.pl_samples)
+        options: dict[str, Any] = {"temperature": self.config.loss.temperature}
+        if self.options is not None:
+            options.update(self.options(self.config, self.objective, batch))
         loss = self.loss_fn(
             scores, batch.grades, batch.mask, batch.ideal_grades,
             generator=step_generator(self.config.seed, step, stream=1), **options,
         )
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the {self.config.method} loss is {loss.item()}")
+            raise FloatingPointError(f"step {step}: the {self.name} loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         before = [p.detach().clone() for p in self.head.parameters()]
@@ -57,3 +101,37 @@ class GradientMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _cutoff(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
+    """LambdaLoss@k: only pairs with a candidate in the objective's top k."""
+    return {"k": objective.k}
+
+
+def _policy(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
+    """PL-PG: prefixes of the objective's length, rewarded by the objective ([Q, S, P] -> [Q, S])."""
+    reward = lambda order_scores: objective(order_scores.transpose(0, 1), batch).transpose(0, 1)  # noqa: E731
+    return {"k": objective.k, "n_samples": config.pl_pg.samples, "reward": reward}
+
+
+def _ndcg_only(config: TrainConfig) -> str | None:
+    measure = config.objective.partition("@")[0]
+    if measure == "ndcg":
+        return None
+    return (f"this loss is a smooth NDCG and cannot target objective {config.objective!r}; use an "
+            "ndcg@K objective, or eggroll or pl_pg, which optimize any objective")
+
+
+def _gradient(name: str, summary: str, *, options: LossOptions | None = None, sections: tuple[str, ...] = ("loss",),
+              refuses: Callable[[TrainConfig], str | None] | None = None) -> MethodSpec:
+    build = lambda head, config, objective: GradientMethod(head, config, objective, name=name, options=options)  # noqa: E731
+    return MethodSpec(name, build, sections=sections, summary=summary, refuses=refuses)
+
+
+register_method(_gradient("infonce", "contrastive InfoNCE, metric-agnostic"))
+register_method(_gradient("listnet", "ListNet top-one cross-entropy, metric-agnostic"))
+register_method(_gradient("lambdaloss", "LambdaLoss NDCG-Loss2++ at the objective's cutoff", options=_cutoff,
+                          refuses=_ndcg_only))
+register_method(_gradient("approx_ndcg", "ApproxNDCG, full-list smooth NDCG", refuses=_ndcg_only))
+register_method(_gradient("pl_pg", "Plackett-Luce policy gradient rewarded by the objective", options=_policy,
+                          sections=("loss", "pl_pg")))

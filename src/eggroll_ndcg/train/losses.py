@@ -12,7 +12,8 @@ Every loss returns a scalar: the mean over the queries it is defined for (a quer
 pool, or for the NDCG-based losses a positive judgment) and 0 (still attached to the graph) when there is
 none. NDCG uses linear gain and the discount 1/log2(1 + rank), as in ``metrics.ranking``.
 
-``LOSSES`` maps the method names of ``train.config.GRADIENT_METHODS`` to these functions under one signature,
+``LOSSES`` maps the gradient method names (``train.gradient_method`` registers each as a method) to these
+functions under one signature,
 ``loss(scores, grades, mask, ideal_grades, *, generator=None, **options)``; ``options`` are the keyword
 options of the named loss (every loss takes ``temperature``, the score scale).
 """
@@ -158,7 +159,8 @@ def approx_ndcg_loss(scores: Tensor, grades: Tensor, mask: Tensor, ideal_grades:
 
 def plackett_luce_pg_loss(scores: Tensor, grades: Tensor, mask: Tensor, ideal_grades: Tensor, *, k: int,
                           n_samples: int, temperature: float, generator: torch.Generator | None = None,
-                          normalize_advantage: bool = False) -> Tensor:
+                          normalize_advantage: bool = False,
+                          reward: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """REINFORCE on NDCG@k for a Plackett-Luce ranking policy, with a group-relative (leave-one-out) baseline.
 
     Policy: with z = s / temperature over the real candidates, a ranking pi is drawn item by item,
@@ -195,8 +197,12 @@ def plackett_luce_pg_loss(scores: Tensor, grades: Tensor, mask: Tensor, ideal_gr
     descending = torch.arange(k, 0, -1, dtype=scores.dtype, device=scores.device).expand_as(prefix)
     order_scores = torch.zeros(Q, n_samples, P, dtype=scores.dtype, device=scores.device)
     order_scores.scatter_(-1, prefix, descending)
-    reward = ndcg_at_k(order_scores, grades[:, None, :], k, ideal_grades=ideal_grades[:, None, :],
-                       mask=mask[:, None, :]).to(scores.dtype)  # [Q, S]
+    if reward is None:
+        reward_values = ndcg_at_k(order_scores, grades[:, None, :], k, ideal_grades=ideal_grades[:, None, :],
+                                  mask=mask[:, None, :])
+    else:
+        reward_values = reward(order_scores)
+    reward = reward_values.to(scores.dtype)  # [Q, S]
     advantage = (reward - reward.mean(-1, keepdim=True)) * (n_samples / (n_samples - 1))
     if normalize_advantage:
         advantage = advantage / (reward.std(-1, keepdim=True) + 1e-8)

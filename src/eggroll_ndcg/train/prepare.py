@@ -86,7 +86,7 @@ def data_key(config: TrainConfig) -> tuple:
     return (
         config.task, config.data_dir, config.encoder, config.split_seed, config.val_fraction, config.test_fraction,
         config.n_folds, config.fold, config.pool_size, config.bm25_negatives, config.random_negatives,
-        config.insert_positives, config.device,
+        config.insert_positives, config.ignore_identical_ids, config.device,
     )
 
 
@@ -112,6 +112,7 @@ def prepare_data(
         collection, train_ids, encoded.query_emb[train_rows], encoded.doc_emb,
         size=config.pool_size, bm25_negatives=config.bm25_negatives,
         random_negatives=config.random_negatives, insert_positives=config.insert_positives, seed=config.split_seed,
+        ignore_identical_ids=config.ignore_identical_ids,
     )
     positives = frozenset(
         doc for qid in train_ids for doc, grade in collection.judgments.get(qid, {}).items() if grade >= 1
