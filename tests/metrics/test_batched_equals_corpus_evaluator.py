@@ -34,7 +34,8 @@ def test_batched_ndcg_at_10_equals_trec_evaluate_including_positives_missing_fro
     mask = torch.rand(Q, P, generator=generator) < 0.9
     scores = torch.randint(0, 4, (N, Q, P), generator=generator).float()  # float32 with many ties
 
-    fitness = ranking_metrics(scores, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg",), method=method)["ndcg"]
+    fitness = ranking_metrics(scores, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg",),
+                              method=method)["ndcg"]
 
     run = {f"m{n}-q{q}": {pool_docs[q][p]: float(scores[n, q, p]) for p in range(P) if mask[q, p]}
            for n in range(N) for q in range(Q)}
@@ -46,5 +47,6 @@ def test_batched_ndcg_at_10_equals_trec_evaluate_including_positives_missing_fro
     # some queries have a positive outside the pool: their best possible pool ranking stays below 1
     capped = [q for q in range(Q) if (grades[q] * mask[q]).sum() < ideal[q].sum()]
     assert len(capped) > Q // 2
-    oracle = ranking_metrics(grades, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg",), method=method)["ndcg"]
+    oracle = ranking_metrics(grades, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg",),
+                             method=method)["ndcg"]
     assert all(oracle[q, 0].item() < 1 for q in capped if ideal[q].sum() > 0)

@@ -7,7 +7,7 @@ import pytrec_eval
 import torch
 
 from _metrics_cases import KS, METHODS, random_cases, to_pools
-from eggroll_ndcg.metrics import evaluate, rank_count, ranking_metrics
+from eggroll_ndcg.metrics import evaluate, rank_count, ranking_metrics, relevant
 
 N_QUERIES = 3000
 OURS_TO_TREC = {"ndcg": "ndcg_cut_{k}", "recall": "recall_{k}", "map": "map_cut_{k}"}
@@ -67,8 +67,10 @@ def test_the_compiled_rank_kernel_equals_pytrec_eval(oracle, monkeypatch):
     if not rank_count.compiled_kernel_usable(torch.device("cpu")):
         pytest.skip("torch.compile is unavailable here (no C++ compiler or turned off)")
     monkeypatch.setattr(rank_count, "MIN_COMPILED_WORK", 0)
+    monkeypatch.setattr(relevant, "MIN_COMPILED_WORK", 0)
     check_batched_against_pytrec_eval(oracle, "rank")
-    assert rank_count._COMPILED.failed is None and rank_count._COMPILED.keys, "the compiled kernel did not run"
+    for compiled in (rank_count._COMPILED, relevant._SUMS):
+        assert compiled.failed is None and compiled.keys, "the compiled kernels did not run"
 
 
 def check_batched_against_pytrec_eval(oracle, method: str) -> None:
@@ -98,7 +100,8 @@ def test_batched_metrics_with_a_member_dimension_equal_pytrec_eval(oracle, metho
     generator = torch.Generator().manual_seed(0)
     members = torch.randint(0, 3, (4, *scores.shape), generator=generator).double()  # heavy ties
     members[0] = scores
-    out = ranking_metrics(members, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg", "map"), method=method)
+    out = ranking_metrics(members, grades, ks=[10], ideal_grades=ideal, mask=mask, measures=("ndcg", "map"),
+                          method=method)
     assert out["ndcg"].shape == (4, len(qids), 1)
     for n in range(4):
         member_run = {q: {d: float(members[n, i, sorted(run[q], reverse=True).index(d)]) for d in run[q]}

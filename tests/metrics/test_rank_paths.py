@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eggroll_ndcg.metrics import rank_count, ranking_metrics, relevant
+from eggroll_ndcg.metrics import rank_count, ranking_metrics
 from eggroll_ndcg.metrics.rank_count import beating_counts, count_plain
 from eggroll_ndcg.metrics.relevant import choose_method, relevant_slots
 
@@ -50,12 +50,20 @@ def tied_case(A: int, B: int, P: int, R: int, seed: int, levels: int | None = 4)
     return s, mask, pos
 
 
+def fresh_compiler_state(monkeypatch) -> None:
+    """New, never-tried compiled kernels for one test (restored after it)."""
+    for name in ("_COMPILED", "_EXACT"):
+        old = getattr(rank_count, name)
+        monkeypatch.setattr(rank_count, name, rank_count._Compiled(old.source, old.dynamic))
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_plain_counts_equal_a_full_stable_sort_for_every_chunk_width(data):
     A, B, P = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)), data.draw(st.integers(2, 30))
     R = data.draw(st.integers(1, P))
-    s, mask, pos = tied_case(A, B, P, R, seed=data.draw(st.integers(0, 10**6)), levels=data.draw(st.sampled_from([2, 5])))
+    seed, levels = data.draw(st.integers(0, 10**6)), data.draw(st.sampled_from([2, 5]))
+    s, mask, pos = tied_case(A, B, P, R, seed=seed, levels=levels)
     mask.scatter_(-1, pos, True)  # the counted candidates are real ones
     pad, srel = counting_inputs(s, mask, pos, torch.float64)
     want = reference_ranks(s, mask, pos)
@@ -65,13 +73,15 @@ def test_plain_counts_equal_a_full_stable_sort_for_every_chunk_width(data):
 
 
 @pytest.mark.parametrize("levels", [3, None])  # heavy ties (recounted rows) and continuous scores
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_compiled_counts_equal_the_plain_counts(levels, dtype):
+@pytest.mark.parametrize("dtype, compute", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                            (torch.bfloat16, torch.float32)])
+def test_compiled_counts_equal_the_plain_counts(levels, dtype, compute, monkeypatch):
     if not rank_count.compiled_kernel_usable(torch.device("cpu")):
         pytest.skip("torch.compile is unavailable here (no C++ compiler or turned off)")
+    monkeypatch.setattr(rank_count, "MIN_COMPILED_WORK", 0)  # the tied pools are recounted by the compiled kernel
     s, mask, pos = tied_case(16, 8, 64, 5, seed=1, levels=levels)
     s = s.to(dtype)
-    pad, srel = counting_inputs(s, mask, pos, dtype)
+    pad, srel = counting_inputs(s, mask, pos, compute)
     valid = torch.ones(pos.shape, dtype=torch.bool)
     valid[0, -1] = False  # an unused slot: rank 0, ignored
     got = rank_count.count_compiled(s, pad, pos, valid)
@@ -79,12 +89,15 @@ def test_compiled_counts_equal_the_plain_counts(levels, dtype):
     assert got[:, 0, -1].eq(0).all()
     valid[0, -1] = True
     got = rank_count.count_compiled(s, pad, pos, valid)
+    assert got.dtype == compute
     assert torch.equal(got.long(), reference_ranks(s, mask, pos))
     assert torch.equal(got, count_plain(s, pad, srel, pos))
+    if levels is not None:
+        assert rank_count._EXACT.keys and rank_count._EXACT.failed is None
 
 
 def test_a_failing_compiler_falls_back_to_the_plain_kernel_once_with_a_warning(monkeypatch):
-    monkeypatch.setattr(rank_count, "_COMPILED", rank_count._Compiled())
+    fresh_compiler_state(monkeypatch)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
@@ -100,7 +113,7 @@ def test_a_failing_compiler_falls_back_to_the_plain_kernel_once_with_a_warning(m
 
 
 def test_the_environment_variable_turns_the_compiled_kernel_off(monkeypatch):
-    monkeypatch.setattr(rank_count, "_COMPILED", rank_count._Compiled())
+    fresh_compiler_state(monkeypatch)
     monkeypatch.setenv(rank_count.COMPILE_ENV, "0")
     assert not rank_count.compiled_kernel_usable(torch.device("cpu"))
     s, mask, pos = tied_case(2, 2, 10, 2, seed=3)
@@ -135,17 +148,22 @@ def test_grades_with_their_own_member_dimension_are_expanded_to_the_scores():
         torch.testing.assert_close(a[m], b[m])
 
 
-def test_auto_counts_ranks_for_a_few_relevant_and_ranks_the_top_k_for_many(monkeypatch):
+def test_auto_counts_ranks_for_a_few_relevant_in_a_large_batch_and_ranks_the_top_k_otherwise(monkeypatch):
     cpu = torch.device("cpu")
-    few = relevant_slots(torch.zeros(4, 3, 50), (torch.arange(50) < 3).float().expand(3, 50), None, torch.float32)
-    many = relevant_slots(torch.zeros(4, 3, 50), torch.ones(3, 50), None, torch.float32)
-    assert choose_method(few, 50, cpu) == "rank"
-    assert choose_method(many, 50, cpu) == "topk"  # 50 relevant > RANK_MAX_RELEVANT
-    assert choose_method(few, 50, torch.device("cuda")) == "rank"
-    monkeypatch.setenv(rank_count.COMPILE_ENV, "0")  # no compiler: only small batches count ranks
-    assert choose_method(few, 50, cpu) == "rank"
-    monkeypatch.setattr(relevant, "MIN_COMPILED_WORK", 10)
-    assert choose_method(few, 50, cpu) == "topk"
+    batch = torch.zeros(256, 32, 256)  # work = 256 * 32 * R * 256 >= MIN_COMPILED_WORK for R >= 2
+    few = relevant_slots(batch, (torch.arange(256) < 3).float().expand(32, 256), None, torch.float32)
+    many = relevant_slots(batch, (torch.arange(256) < 40).float().expand(32, 256), None, torch.float32)
+    none = relevant_slots(batch, torch.zeros(32, 256), None, torch.float32)
+    small = relevant_slots(batch[:2, :2], (torch.arange(256) < 3).float(), None, torch.float32)
+    assert few.A * few.B * few.count * 256 >= rank_count.MIN_COMPILED_WORK
+    usable = rank_count.compiled_kernel_usable(cpu)
+    assert choose_method(few, 256, cpu) == ("rank" if usable else "topk")
+    assert choose_method(many, 256, cpu) == "topk"  # 40 relevant > RANK_MAX_RELEVANT
+    assert choose_method(none, 256, cpu) == "rank"  # nothing to count
+    assert choose_method(small, 256, cpu) == "topk"  # no compiled kernel for a small batch
+    assert choose_method(few, 256, torch.device("cuda")) == "topk"
+    monkeypatch.setenv(rank_count.COMPILE_ENV, "0")  # no compiler: top-k
+    assert choose_method(few, 256, cpu) == "topk"
 
 
 @pytest.mark.parametrize("gain", ["linear", "exponential"])
@@ -155,7 +173,8 @@ def test_both_paths_and_auto_agree_on_a_fitness_batch_with_a_few_relevant_per_qu
     scores = torch.randn(N, Q, P, generator=generator)
     scores[:8] = torch.round(scores[:8] * 2) / 2  # some members with many ties
     grades = torch.zeros(Q, P)
-    grades.scatter_(-1, torch.randint(0, P, (Q, 4), generator=generator), torch.randint(1, 4, (Q, 4), generator=generator).float())
+    chosen = torch.randint(0, P, (Q, 4), generator=generator)  # up to 4 relevant per query
+    grades.scatter_(-1, chosen, torch.randint(1, 4, (Q, 4), generator=generator).float())
     mask = torch.rand(Q, P, generator=generator) < 0.9
     ideal = torch.cat([torch.sort(grades, -1, descending=True).values[:, :6], torch.ones(Q, 2)], -1)
     out = {method: ranking_metrics(scores, grades, ks=[1, 5, 10, 500], ideal_grades=ideal, mask=mask, gain=gain,

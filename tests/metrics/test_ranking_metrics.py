@@ -95,7 +95,8 @@ def test_precomputed_idcg_gives_the_same_ndcg(method):
     ideal = torch.sort(torch.cat([grades, 2 * torch.ones(4, 3)], -1), descending=True).values
     idcg = ideal_dcg(ideal, [1, 10, 100])
     a = ranking_metrics(scores, grades, ks=[1, 10, 100], ideal_grades=ideal, measures=("ndcg",), method=method)
-    b = ranking_metrics(scores, grades, ks=[1, 10, 100], ideal_grades=ideal, measures=("ndcg",), idcg=idcg, method=method)
+    b = ranking_metrics(scores, grades, ks=[1, 10, 100], ideal_grades=ideal, measures=("ndcg",), idcg=idcg,
+                        method=method)
     torch.testing.assert_close(a["ndcg"], b["ndcg"])
 
 
@@ -112,7 +113,8 @@ def test_a_pool_missing_a_positive_scores_lower_than_one_that_has_it(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_empty_pool_gives_zero(method):
-    out = ranking_metrics(torch.zeros(3, 0), torch.zeros(3, 0), ks=[1, 10], ideal_grades=torch.ones(3, 2), method=method)
+    out = ranking_metrics(torch.zeros(3, 0), torch.zeros(3, 0), ks=[1, 10], ideal_grades=torch.ones(3, 2),
+                          method=method)
     for m in MEASURES:
         assert out[m].shape == (3, 2)
         assert torch.all(out[m] == 0)
@@ -130,7 +132,8 @@ def test_fully_masked_pool_gives_zero_even_with_relevant_high_scored_candidates(
 
 @pytest.mark.parametrize("method", METHODS)
 def test_all_zero_grades_give_zero(method):
-    out = ranking_metrics(torch.randn(4, 20), torch.zeros(4, 20), ks=[1, 5, 50], ideal_grades=torch.zeros(4, 3), method=method)
+    out = ranking_metrics(torch.randn(4, 20), torch.zeros(4, 20), ks=[1, 5, 50], ideal_grades=torch.zeros(4, 3),
+                          method=method)
     for m in MEASURES:
         assert torch.all(out[m] == 0)
     assert not any(torch.isnan(v).any() for v in out.values())
@@ -144,7 +147,8 @@ def test_masked_candidates_never_rank_and_never_count(method):
     mask = torch.rand(6, 12, generator=generator) < 0.6
     ideal = torch.cat([grades, torch.ones(6, 1)], -1)
     boosted = scores.masked_fill(~mask, 100.0)  # padding with the best scores and relevant grades
-    out = ranking_metrics(boosted, grades.masked_fill(~mask, 3.0), ks=[1, 3, 20], ideal_grades=ideal, mask=mask, method=method)
+    out = ranking_metrics(boosted, grades.masked_fill(~mask, 3.0), ks=[1, 3, 20], ideal_grades=ideal, mask=mask,
+                          method=method)
     for i in range(6):
         keep = mask[i]
         alone = ranking_metrics(scores[i, keep], grades[i, keep], ks=[1, 3, 20], ideal_grades=ideal[i], method=method)
@@ -163,7 +167,8 @@ def test_nan_at_a_masked_candidate_is_ignored(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_nan_scores_raise_a_clear_error(method):
     with pytest.raises(ValueError, match="NaN"):
-        ranking_metrics(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 2), ks=[1], ideal_grades=torch.ones(1, 1), method=method)
+        ranking_metrics(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 2), ks=[1], ideal_grades=torch.ones(1, 1),
+                        method=method)
 
 
 @pytest.mark.parametrize("method", METHODS)

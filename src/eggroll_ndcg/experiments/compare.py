@@ -11,6 +11,11 @@ Protocol (each step uses only what it may):
 
 Outputs in `output_dir`: results.json (deterministic for a given config: no wall-clock values),
 timings.json, results.md, plots/*.png and runs/<method>/... with every run's own folder.
+
+Progress: `run()` counts the planned training runs first (sweep points + seeds x folds, per method) and
+reports each one as "run i of n" (method, seed, fold, sweep point) with the elapsed time and an estimate of
+the time left, as a log line and to an optional `on_run` callback. A final run identical to its sweep run is
+reused (counted, instant). Nothing of this reaches results.json.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..data.sources import resolve
@@ -100,14 +106,97 @@ def folds_of(base: TrainConfig) -> list[int | None]:
     return list(range(base.n_folds)) if base.n_folds else [None]
 
 
+def planned_runs(config: CompareConfig) -> int:
+    """How many training runs `Comparison.run()` makes (or reuses): per method, one per sweep point, then one
+    per seed and fold with the chosen point."""
+    per_method_final = len(config.seeds) * len(folds_of(config.base))
+    return sum(len(grid(config.sweep.get(method, {}))) + per_method_final for method in config.methods)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One training run of a comparison, reported just before it starts.
+
+    `index` counts from 1 to `total`; `stage` is "sweep" (point `point` of `points`, first seed and fold) or
+    "final" (the chosen point, every seed and fold); `reused` is True when an identical sweep run is reused
+    (instant). `elapsed` is the seconds since the first run; `remaining` the estimated seconds left (None
+    until one run has trained).
+    """
+
+    index: int
+    total: int
+    method: str
+    stage: str
+    seed: int
+    fold: int | None
+    point: int
+    points: int
+    values: dict[str, Any]
+    reused: bool
+    elapsed: float
+    remaining: float | None
+
+    def describe(self) -> str:
+        values = ", ".join(f"{k}={v}" for k, v in sorted(self.values.items())) or "base settings"
+        where = f"seed {self.seed}" + (f" fold {self.fold}" if self.fold is not None else "")
+        if self.stage == "sweep":
+            what = f"sweep point {self.point + 1} of {self.points} ({values})"
+        else:
+            what = f"chosen point {self.point + 1} of {self.points} ({values})"
+        timing = f"{_duration(self.elapsed)} elapsed, " + (
+            f"about {_duration(self.remaining)} left" if self.remaining is not None else "time left unknown yet")
+        state = "reused from the sweep" if self.reused else timing
+        return f"run {self.index} of {self.total}: {self.method} {where}, {what}: {state}"
+
+
+class _RunCounter:
+    """Counts the runs of one `Comparison.run()` and estimates the time left from the runs that trained."""
+
+    def __init__(self, config: CompareConfig, on_run: Callable[[RunProgress], None] | None):
+        self.total = planned_runs(config)
+        self.on_run = on_run
+        self.index = 0
+        self.trained = 0
+        self.started = time.perf_counter()
+        self.methods_left = list(config.methods)  # each method's first final run normally reuses its sweep run
+
+    def announce(self, *, method: str, stage: str, seed: int, fold: int | None, point: int, points: int,
+                 values: dict[str, Any], reused: bool) -> None:
+        self.index += 1
+        if stage == "final" and method in self.methods_left:
+            self.methods_left.remove(method)
+        elapsed = time.perf_counter() - self.started
+        remaining = None
+        if self.trained:
+            to_train = max(self.total - self.index + (not reused) - len(self.methods_left), 0)
+            remaining = elapsed / self.trained * to_train
+        report = RunProgress(index=self.index, total=self.total, method=method, stage=stage, seed=seed, fold=fold,
+                             point=point, points=points, values=dict(values), reused=reused, elapsed=elapsed,
+                             remaining=remaining)
+        log.info("compare: %s", report.describe())
+        if self.on_run is not None:
+            self.on_run(report)
+        if not reused:
+            self.trained += 1
+
+
 class Comparison:
     """Runs a `CompareConfig`; `run()` returns the results dict also written to results.json."""
 
-    def __init__(self, config: CompareConfig, *, encoded: EncodedCollection | None = None, progress: bool = True):
-        """`encoded` supplies the embeddings of the collection (default: resolve and encode `base.task`)."""
+    def __init__(self, config: CompareConfig, *, encoded: EncodedCollection | None = None, progress: bool = True,
+                 on_run: Callable[[RunProgress], None] | None = None):
+        """`encoded` supplies the embeddings of the collection (default: resolve and encode `base.task`);
+        `on_run` is called with a `RunProgress` before each training run (a log line is written either way)."""
         self.config = config.validate()
         check_resolvable(config.base)
         self.progress = progress
+        self.on_run = on_run
         self.output = Path(config.output_dir)
         self._encoded = encoded
         self._data: dict[tuple, PreparedData] = {}
@@ -124,9 +213,13 @@ class Comparison:
             self._data[key] = prepare_data(config, encoded=self._encoded, progress=self.progress)
         return self._data[key]
 
+    @staticmethod
+    def _key(config: TrainConfig) -> str:
+        return json.dumps(config.result_fields(), sort_keys=True)
+
     def _train(self, config: TrainConfig, run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         """Train (or reuse the identical run made for the sweep) and return metrics and test per-query values."""
-        key = json.dumps(config.result_fields(), sort_keys=True)
+        key = self._key(config)
         if key not in self._runs:
             trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config),
                               progress=self.progress)
@@ -150,6 +243,7 @@ class Comparison:
         per_query: dict[str, dict[str, dict[str, float]]] = {}
         seen: dict[str, bool] = {}
         folds = folds_of(cfg.base)
+        counter = _RunCounter(cfg, self.on_run)
 
         # zero-shot: deterministic, one evaluation per fold
         zero_runs = []
@@ -170,6 +264,8 @@ class Comparison:
             sweep_rows = []
             for index, values in enumerate(candidates):
                 trial = method_cfg.replace(seed=cfg.seeds[0], fold=folds[0], **values)
+                counter.announce(method=method, stage="sweep", seed=cfg.seeds[0], fold=folds[0], point=index,
+                                 points=len(candidates), values=values, reused=self._key(trial) in self._runs)
                 metrics, _ = self._train(trial, self.output / "runs" / method / f"sweep-{index}")
                 sweep_rows.append({"values": values, f"val/{trial.val_metric}": metrics[f"val/{trial.val_metric}"]})
             key = f"val/{method_cfg.val_metric}"
@@ -180,6 +276,9 @@ class Comparison:
                 for fold in folds:
                     run_cfg = method_cfg.replace(seed=seed, fold=fold, **candidates[chosen])
                     name = f"seed-{seed}" + (f"-fold-{fold}" if fold is not None else "")
+                    counter.announce(method=method, stage="final", seed=seed, fold=fold, point=chosen,
+                                     points=len(candidates), values=candidates[chosen],
+                                     reused=self._key(run_cfg) in self._runs)
                     metrics, pq = self._train(run_cfg, self.output / "runs" / method / name)
                     timings.setdefault(method, []).append(
                         {"run": name, "train_time": metrics.pop("train_time"), "time_to_best": metrics.pop("time_to_best")}

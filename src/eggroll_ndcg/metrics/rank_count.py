@@ -1,9 +1,10 @@
 """Exact ranks of a few candidates per pool without sorting: count the candidates that beat each one.
 
-Shapes (the canonical form of :mod:`eggroll_ndcg.metrics.relevant`): ``s`` [A, B, P] scores in the compute
-dtype, ``pad`` [B, P] (0 for a real candidate, NaN for a masked one, broadcast over A), ``pos`` [B, R] the pool
-positions of R chosen candidates per pool and ``valid`` [B, R] which slots are used; ``srel`` [A, B, R] their
-scores (NaN in unused slots).
+Shapes (the canonical form of :mod:`eggroll_ndcg.metrics.relevant`): ``s`` [A, B, P] scores (bfloat16,
+float32 or float64), ``pad`` [B, P] in the compute dtype (float32, or float64 for float64 scores; 0 for a
+real candidate, NaN for a masked one, broadcast over A), ``pos`` [B, R] the pool positions of R chosen
+candidates per pool, ``valid`` [B, R] which slots are used, ``srel`` [A, B, R] their scores (NaN in unused
+slots). Comparisons run in the compute dtype, where bfloat16 values are exact.
 
 Rank rule (the one of :func:`eggroll_ndcg.metrics.ranking.rank_top_k`): candidate j beats candidate i when
 s_j > s_i, or s_j = s_i and j < p_i (ties go to the lower pool position). The 0-based rank of i is
@@ -17,12 +18,14 @@ The work is A * B * R * P comparisons and no top-k, no sort of the pool.
 Two kernels give the same integers:
 
 - plain torch, chunked over the pool so that no more than ``CHUNK_ELEMENTS`` comparisons live at once
-  (any device; this is the fallback);
-- a fused CPU kernel from ``torch.compile`` (inductor's C++ code generation) that gathers s_i and counts
-  g_i = #{s_j > s_i} and e_i = #{s_j >= s_i} in one pass without materializing [A, B, R, P]. Where e_i - g_i = 1 (no other real
-  candidate has i's score, the usual case for float scores) rank_i = g_i; the few pools with a tie at a
-  chosen candidate are recounted with the plain kernel. The compiler is tried once per process: any failure
-  (no C++ compiler, an inductor error) switches to the plain kernel for good, with one warning.
+  (any device; the fallback);
+- fused CPU kernels from ``torch.compile`` (inductor's C++ code generation). The main one gathers s_i and
+  counts g_i = #{s_j > s_i} and e_i = #{s_j >= s_i} in one pass, without materializing [A, B, R, P]. Where
+  e_i - g_i = 1 (no other real candidate has i's score, the usual case for float scores) rank_i = g_i; the
+  pools with a tie at a chosen candidate are recounted with the position rule (:func:`_exact_counts`, also
+  compiled, or the plain kernel for a few pools). The compiler is tried once per process: any failure (no
+  C++ compiler, an inductor error, dynamo's recompile limit) switches to the plain kernel for good, with one
+  warning.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from torch import Tensor
 Kernel = Literal["auto", "compiled", "plain"]
 
 CHUNK_ELEMENTS = 1 << 22   # comparisons held at once by the plain kernel (bool bytes, per chunk)
-MIN_COMPILED_WORK = 1 << 24  # A * B * R * P below this: the plain kernel (no compile for small calls)
+MIN_COMPILED_WORK = 1 << 22  # A * B * R * P below this: the plain kernel (no compile for small calls)
 MAX_COMPILED_SHAPES = 6    # distinct (A, B, P, dtype, threads) graphs compiled per process, then plain
 MAX_EXACT_POSITION = 1 << 24  # float32 counts and positions are exact below 2^24
 COMPILE_ENV = "EGGROLL_NDCG_COMPILE"  # "0" turns the compiled kernel off
@@ -50,9 +53,9 @@ __all__ = ["CHUNK_ELEMENTS", "COMPILE_ENV", "beating_counts", "count_plain", "co
 
 def count_plain(s: Tensor, pad: Tensor, srel: Tensor, pos: Tensor, *, chunk_elements: int = CHUNK_ELEMENTS,
                 ) -> Tensor:
-    """Exact 0-based ranks [A, B, R] of the chosen candidates, in ``srel.dtype`` (plain torch, any device).
+    """Exact 0-based ranks [A, B, R] of the chosen candidates, in ``pad.dtype`` (plain torch, any device).
 
-    ``s`` [A, B, P] and ``pad`` [B, P] in the compute dtype, ``srel`` [A, B, R], ``pos`` [B, R] long.
+    ``s`` [A, B, P] (any float dtype), ``pad`` [B, P] in the compute dtype, ``srel`` [A, B, R], ``pos`` [B, R].
     rank_i = sum_j [s_j + pad_j > s_i] + [s_j + pad_j = s_i][j < p_i], summed over pool chunks of C columns,
     C = max(1, chunk_elements // (A * B * R)), so the comparison tensor is [A, B, R, C].
     """
@@ -60,7 +63,7 @@ def count_plain(s: Tensor, pad: Tensor, srel: Tensor, pos: Tensor, *, chunk_elem
     R = srel.shape[-1]
     counts = torch.zeros(A, B, R, dtype=torch.long, device=s.device)
     if R == 0 or P == 0:
-        return counts.to(srel.dtype)
+        return counts.to(pad.dtype)
     width = max(1, chunk_elements // max(1, A * B * R))
     si = srel.unsqueeze(-1)                       # [A, B, R, 1]
     pi = pos.unsqueeze(-1)                        # [B, R, 1]
@@ -70,7 +73,7 @@ def count_plain(s: Tensor, pad: Tensor, srel: Tensor, pos: Tensor, *, chunk_elem
         j = torch.arange(start, stop, device=s.device)
         beats = (sj > si) | ((sj == si) & (j < pi))
         counts += beats.sum(-1)
-    return counts.to(srel.dtype)
+    return counts.to(pad.dtype)
 
 
 def slot_scores(s: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
@@ -79,7 +82,7 @@ def slot_scores(s: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
 
 
 def _fused_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """g = #{j : s_j + pad_j > s_i}, e = #{j : s_j + pad_j >= s_i} [A, B, R] in ``s.dtype``, and the pools
+    """g = #{j : s_j + pad_j > s_i}, e = #{j : s_j + pad_j >= s_i} [A, B, R] in ``pad.dtype``, and the pools
     with a tie at a used slot, e - g > 1 somewhere, [A, B] bool.
 
     Written as a broadcast so that inductor fuses the gather and both counts into one reduction over P per
@@ -87,8 +90,8 @@ def _fused_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> tuple[T
     """
     sj = (s + pad).unsqueeze(-2)
     si = slot_scores(s, pos, valid).unsqueeze(-1)
-    greater = (sj > si).to(s.dtype).sum(-1)
-    greater_equal = (sj >= si).to(s.dtype).sum(-1)
+    greater = (sj > si).to(pad.dtype).sum(-1)
+    greater_equal = (sj >= si).to(pad.dtype).sum(-1)
     return greater, greater_equal, ((greater_equal - greater) > 1).any(-1)
 
 
@@ -96,11 +99,11 @@ def _exact_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
     """Exact ranks [A, B, R] in one fused pass with the position rule: sum_j [s_j >= s_i] for j < p_i and
     [s_j > s_i] for j >= p_i (j = p_i itself is not > itself). About twice the work of :func:`_fused_counts`,
     so it only recounts the pools with ties (bfloat16 scores have many)."""
-    j = torch.arange(s.shape[-1], dtype=s.dtype, device=s.device)
+    j = torch.arange(s.shape[-1], dtype=pad.dtype, device=s.device)
     sj = (s + pad).unsqueeze(-2)
     si = slot_scores(s, pos, valid).unsqueeze(-1)
-    before = j < pos.unsqueeze(-1).to(s.dtype)
-    return torch.where(before, sj >= si, sj > si).to(s.dtype).sum(-1)
+    before = j < pos.unsqueeze(-1).to(pad.dtype)
+    return torch.where(before, sj >= si, sj > si).to(pad.dtype).sum(-1)
 
 
 class _Compiled:
@@ -141,12 +144,12 @@ class _Compiled:
 
         if self.fn is None:
             self.fn = torch.compile(self.source, dynamic=False, fullgraph=True)
-        args = tuple(a.contiguous() for a in args)
+        args = tuple(a.detach().contiguous() for a in args)
         for i, dims in self.dynamic.items():
             for d in dims:
                 if args[i].shape[d] > 1:  # not the vectorized loop (that is P), so a symbolic size costs little
                     torch._dynamo.mark_dynamic(args[i], d)
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True), torch.no_grad():  # grad mode is a guard
             return self.fn(*args)
 
     def __call__(self, *args: Tensor):
@@ -208,7 +211,7 @@ def count_compiled(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor
 
 
 def beating_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor, *, kernel: Kernel = "auto") -> Tensor:
-    """Exact 0-based ranks [A, B, R] (``s.dtype``) of the used slots, 0 in unused ones (module docstring).
+    """Exact 0-based ranks [A, B, R] (``pad.dtype``) of the used slots, 0 in unused ones (module docstring).
 
     kernel: "plain" (chunked torch), "compiled" (the fused CPU kernel; the plain one where it cannot run), or
     "auto": compiled on CPU when the work A * B * R * P is at least ``MIN_COMPILED_WORK``, else plain.

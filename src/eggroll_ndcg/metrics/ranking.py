@@ -19,6 +19,11 @@ of the query (entries of ``ideal_grades`` >= 1), and k cut at the pool size when
 - Recall@k = (sum_{r<=k} rel_r) / R, 0 when R = 0 (trec_eval ``recall_k``).
 - MAP@k  = (sum_{r<=k} rel_r * Precision@r) / R, 0 when R = 0 (trec_eval ``map_cut_k``: the denominator is
   all relevant judged documents, not only the retrieved ones).
+
+Two paths give these values (``ranking_metrics(method=...)``): "topk" ranks the top max(ks) of every pool
+(:func:`rank_top_k`); "rank" (:mod:`.relevant`, :mod:`.rank_count`) counts, for each relevant candidate, the
+candidates that beat it (O(P x relevant) comparisons per ranking, no sort), which is the fast fitness path
+when pools hold a handful of relevant candidates. "auto" picks one (:func:`.relevant.choose_method`).
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ Gain = Literal["linear", "exponential"]
 Method = Literal["auto", "topk", "rank"]
 MEASURES = ("ndcg", "mrr", "recall", "map")
 
-__all__ = ["MEASURES", "RANK_MAX_RELEVANT", "choose_method", "ideal_dcg", "rank_top_k", "ranking_metrics", "ndcg_at_k", "mrr_at_k", "recall_at_k",
-           "map_at_k"]
+__all__ = ["MEASURES", "RANK_MAX_RELEVANT", "choose_method", "ideal_dcg", "rank_top_k", "ranking_metrics",
+           "ndcg_at_k", "mrr_at_k", "recall_at_k", "map_at_k"]
 
 
 def _compute_dtype(scores: Tensor) -> torch.dtype:
@@ -221,7 +226,7 @@ def ranking_metrics(scores: Tensor, grades: Tensor, *, ks: Sequence[int], ideal_
         slots = relevant_slots(scores, grades, mask, dtype)  # one sync: the largest relevant count
         if method == "rank" or choose_method(slots, P, device) == "rank":
             check_no_nan(scores, mask)
-            ranks = relevant_ranks(scores, slots, dtype)
+            ranks = relevant_ranks(scores, slots)
             sums = ranked_sums(ranks, slots, _gains(slots.grades, gain, dtype), ks, measures)
     if sums is None:
         sums = _top_k_sums(scores, torch.broadcast_to(grades, scores.shape),

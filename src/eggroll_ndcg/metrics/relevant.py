@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .rank_count import MIN_COMPILED_WORK, Kernel, beating_counts, compiled_kernel_usable
+from .rank_count import MIN_COMPILED_WORK, Kernel, _Compiled, beating_counts, compiled_kernel_usable
 
 __all__ = ["RANK_MAX_RELEVANT", "SLOT_MULTIPLE", "RelevantSlots", "choose_method", "check_no_nan",
            "relevant_slots", "relevant_ranks", "ranked_sums"]
@@ -96,18 +96,21 @@ def relevant_slots(scores: Tensor, grades: Tensor, mask: Tensor | None, dtype: t
 
 
 def choose_method(slots: RelevantSlots, pool: int, device: torch.device) -> Literal["topk", "rank"]:
-    """The rule of ``ranking_metrics(method="auto")``: "rank" when R <= RANK_MAX_RELEVANT (R = the largest
-    relevant count of a pool, rounded up to a multiple of SLOT_MULTIPLE) and counting is cheap here, else "topk".
+    """The rule of ``ranking_metrics(method="auto")``.
 
-    Counting costs A * B * R * P comparisons. It is cheap with the fused CPU kernel (torch.compile works), on
-    a GPU (bandwidth-bound element-wise work), and for small batches (A * B * R * P < MIN_COMPILED_WORK, where
-    no kernel is compiled anyway); a large CPU batch without a compiler stays on top-k, faster there.
+    "rank" on CPU when the pools hold at most RANK_MAX_RELEVANT relevant slots (R = the largest relevant count
+    of a pool, rounded up to a multiple of SLOT_MULTIPLE), the batch is large enough to use the fused kernel
+    (A * B * R * P >= MIN_COMPILED_WORK) and torch.compile has not failed; also when no pool holds a relevant
+    candidate (nothing to count). Else "topk": the plain counting kernel costs more per comparison than top-k
+    per candidate unless R is tiny, and on a GPU top-k is one kernel where the plain counts are many (the rank
+    path still works there: ``method="rank"``).
     """
-    if slots.count > RANK_MAX_RELEVANT:
-        return "topk"
-    if device.type != "cpu" or compiled_kernel_usable(device):
+    if slots.count == 0:
         return "rank"
-    return "rank" if slots.A * slots.B * slots.count * pool < MIN_COMPILED_WORK else "topk"
+    if device.type != "cpu" or slots.count > RANK_MAX_RELEVANT:
+        return "topk"
+    large = slots.A * slots.B * slots.count * pool >= MIN_COMPILED_WORK
+    return "rank" if large and compiled_kernel_usable(device) else "topk"
 
 
 def check_no_nan(scores: Tensor, mask: Tensor | None) -> None:
@@ -121,31 +124,26 @@ def check_no_nan(scores: Tensor, mask: Tensor | None) -> None:
         raise ValueError("scores contain NaN (at unmasked candidates); a ranking of NaN is undefined")
 
 
-def relevant_ranks(scores: Tensor, slots: RelevantSlots, dtype: torch.dtype, *, kernel: Kernel = "auto") -> Tensor:
-    """Exact 0-based ranks [A, B, R] (``dtype``) of the slots' candidates; 0 in unused slots.
+def relevant_ranks(scores: Tensor, slots: RelevantSlots, *, kernel: Kernel = "auto") -> Tensor:
+    """Exact 0-based ranks [A, B, R] (in the dtype of ``slots.pad``) of the slots' candidates; 0 in unused slots.
 
-    ``scores`` [*L, P] is viewed as [A, B, P] in ``dtype`` (bfloat16 values are exact in float32) and the
-    candidates that beat each slot counted by :func:`eggroll_ndcg.metrics.rank_count.beating_counts`.
+    ``scores`` [*L, P] is viewed as [A, B, P] (bfloat16 stays bfloat16: the kernels compare in the dtype of
+    ``slots.pad``, float32, where its values are exact) and the candidates that beat each slot counted by
+    :func:`eggroll_ndcg.metrics.rank_count.beating_counts`.
     """
-    s = scores.detach().reshape(slots.A, slots.B, scores.shape[-1]).to(dtype)
+    s = scores.detach().reshape(slots.A, slots.B, scores.shape[-1])
     return beating_counts(s, slots.pad, slots.pos, slots.valid, kernel=kernel)
 
 
-def ranked_sums(ranks: Tensor, slots: RelevantSlots, gains: Tensor, ks: Sequence[int],
-                measures: Sequence[str]) -> dict[str, Tensor]:
-    """The numerators of the module docstring, {measure: [*L, len(ks)]} for measures in ndcg/mrr/recall/map.
-
-    ``ranks`` [A, B, R], ``gains`` [B, R] = gain(grade) of each slot (0 in unused slots). The caller divides
-    by IDCG@k ("ndcg") or R ("recall", "map"); "mrr" is final.
-    """
+def _measure_sums(ranks: Tensor, valid: Tensor, grades: Tensor, gains: Tensor, kt: Tensor,
+                  measures: Sequence[str]) -> tuple[Tensor, ...]:
+    """The numerators [A, B, K] of ``measures`` (module docstring). ``ranks`` [A, B, R]; ``valid``, ``grades``,
+    ``gains`` [B, R]; ``kt`` [K] the cuts in the ranks' dtype."""
     dtype = ranks.dtype
-    if ranks.shape[-1] == 0:  # no relevant candidate in any pool
-        return {m: torch.zeros(*slots.lead, len(ks), dtype=dtype, device=ranks.device) for m in measures}
-    kt = torch.tensor(list(ks), dtype=dtype, device=ranks.device)
-    in_k = slots.valid.unsqueeze(-1) & (ranks.unsqueeze(-1) < kt)          # [A, B, R, K]
-    rel = slots.valid & (slots.grades >= 1)                                  # [B, R]
-    hit = in_k & rel.unsqueeze(-1)                                           # [A, B, R, K]
-    out: dict[str, Tensor] = {}
+    in_k = valid.unsqueeze(-1) & (ranks.unsqueeze(-1) < kt)                 # [A, B, R, K]
+    rel = valid & (grades >= 1)                                             # [B, R]
+    hit = in_k & rel.unsqueeze(-1)                                          # [A, B, R, K]
+    out = []
     for m in measures:
         if m == "ndcg":
             value = torch.where(in_k, (gains * (1.0 / torch.log2(ranks + 2))).unsqueeze(-1), 0.0).sum(-2)
@@ -155,7 +153,38 @@ def ranked_sums(ranks: Tensor, slots: RelevantSlots, gains: Tensor, ks: Sequence
             value = hit.to(dtype).sum(-2)
         else:  # map: precision at each relevant candidate's rank
             ahead = ((ranks.unsqueeze(-1) > ranks.unsqueeze(-2)) & rel.unsqueeze(-2)).to(dtype).sum(-1)
-            precision = (ahead + 1) / (ranks + 1)                           # [A, B, R]
+            precision = (ahead + 1) / (ranks + 1)                          # [A, B, R]
             value = torch.where(hit, precision.unsqueeze(-1), 0.0).sum(-2)
-        out[m] = value.reshape(*slots.lead, len(ks))
-    return out
+        out.append(value)
+    return tuple(out)
+
+
+def _all_sums(ranks: Tensor, valid: Tensor, grades: Tensor, gains: Tensor, kt: Tensor) -> tuple[Tensor, ...]:
+    """All four numerators, for one compiled graph (a few fused kernels instead of ~20 small eager ops)."""
+    return _measure_sums(ranks, valid, grades, gains, kt, ALL_MEASURES)
+
+
+ALL_MEASURES = ("ndcg", "mrr", "recall", "map")
+_SUMS = _Compiled(_all_sums, {0: (2,), 1: (1,), 2: (1,), 3: (1,)})  # R dynamic
+
+
+def ranked_sums(ranks: Tensor, slots: RelevantSlots, gains: Tensor, ks: Sequence[int],
+                measures: Sequence[str]) -> dict[str, Tensor]:
+    """The numerators of the module docstring, {measure: [*L, len(ks)]} for measures in ndcg/mrr/recall/map.
+
+    ``ranks`` [A, B, R], ``gains`` [B, R] = gain(grade) of each slot (0 in unused slots). The caller divides
+    by IDCG@k ("ndcg") or R ("recall", "map"); "mrr" is final. Compiled together with the counts (same rule:
+    CPU, A * B * R * P >= MIN_COMPILED_WORK), else eager.
+    """
+    dtype = ranks.dtype
+    if ranks.shape[-1] == 0:  # no relevant candidate in any pool
+        return {m: torch.zeros(*slots.lead, len(ks), dtype=dtype, device=ranks.device) for m in measures}
+    args = (ranks, slots.valid, slots.grades, gains, torch.tensor(list(ks), dtype=dtype, device=ranks.device))
+    values = None
+    large = slots.A * slots.B * slots.count * slots.pad.shape[-1] >= MIN_COMPILED_WORK
+    if large and compiled_kernel_usable(ranks.device):
+        every = _SUMS(*args)
+        values = None if every is None else dict(zip(ALL_MEASURES, every))
+    if values is None:
+        values = dict(zip(measures, _measure_sums(*args, tuple(measures))))
+    return {m: values[m].reshape(*slots.lead, len(ks)) for m in measures}

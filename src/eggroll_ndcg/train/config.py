@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from typing import Any
 import yaml
 
 from ..models.heads import HEADS
-from ..registry import Registry, UnknownNameError, did_you_mean
+from ..registry import UnknownNameError
+from .config_sections import SECTIONS, ConfigError, check_type, merge, register_section, route, typed
 from .methods import METHODS
 from .objectives import parse_objective
 
@@ -33,23 +33,6 @@ VAL_QUERIES = ("all", "unseen-documents")
 TREC_MEASURES = ("ndcg", "mrr", "recall", "map")  # what full-corpus validation can select on
 # Shared fields that never change a run's numbers: a resume ignores them.
 NOT_RESULT_FIELDS = ("output_dir",)
-# Old flat names that are not simply a section's field name.
-RENAMED = {"pl_samples": "pl_pg.samples"}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; raised before any data is loaded or encoded."""
-
-
-SECTIONS: Registry[type] = Registry("config section")
-
-
-def register_section(name: str, section: type) -> type:
-    """Register a section dataclass under `name` (its fields are then `name.FIELD` in every spelling). The
-    class may define `validate(self, fail)`, calling `fail(field, why)` for a setting that cannot run."""
-    if not dataclasses.is_dataclass(section):
-        raise TypeError(f"section {name!r} must be a dataclass")
-    return SECTIONS.register(name, section)
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -64,43 +47,6 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
     return values
-
-
-def check_type(name: str, value: Any, annotation: str) -> Any:
-    """`value` checked against a field annotation such as "int", "float | None", "str", "bool"; ints are
-    accepted for floats (and returned as float). Raises `ConfigError` naming the field."""
-    optional = annotation.endswith("| None")
-    kind = annotation.replace("| None", "").strip()
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"config field '{name}': must be set (got null)")
-    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(kind)
-    if expected is None:  # dicts and other structured fields: the field's own validation checks them
-        return value
-    if isinstance(value, bool) and kind != "bool" or not isinstance(value, expected):
-        raise ConfigError(f"config field '{name}': expected {kind}{' or null' if optional else ''}, "
-                          f"got {value!r} ({type(value).__name__})")
-    if kind == "float":
-        if not math.isfinite(value):
-            raise ConfigError(f"config field '{name}': must be finite, got {value!r}")
-        return float(value)
-    return value
-
-
-def _typed(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`values` of dataclass `cls`'s fields, each checked against its annotation."""
-    types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-             for f in dataclasses.fields(cls)}
-    return {name: check_type(prefix + name, value, types[name]) for name, value in values.items()}
-
-
-def _section_of(flat_name: str) -> str | None:
-    """"section.field" for an old flat name, or None."""
-    if flat_name in RENAMED:
-        return RENAMED[flat_name]
-    owners = [s for s, cls in SECTIONS.items() if flat_name in {f.name for f in dataclasses.fields(cls)}]
-    return f"{owners[0]}.{flat_name}" if len(owners) == 1 else None
 
 
 @dataclass(init=False)
@@ -175,14 +121,14 @@ class TrainConfig:
     sections: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, **values: Any):
-        shared, sections = _route(values)
-        shared = _typed(TrainConfig, shared)
+        shared, sections = route(values, SHARED_FIELDS)
+        shared = typed(TrainConfig, shared)
         for spec in dataclasses.fields(self):
             if spec.name != "sections":
                 setattr(self, spec.name, shared.get(spec.name, spec.default))
         self.sections = {}
         for name, cls in SECTIONS.items():
-            self.sections[name] = cls(**_typed(cls, sections.pop(name, {}), prefix=f"{name}."))
+            self.sections[name] = cls(**typed(cls, sections.pop(name, {}), prefix=f"{name}."))
         if sections:  # sections no method registered (yet): keep them as given, so nothing is lost
             self.sections.update(sections)
 
@@ -275,7 +221,7 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with `changes` in any spelling (`population_size=`, `**{"es.population_size": ...}`)."""
-        return TrainConfig(**_merge(self.to_dict(), changes))
+        return TrainConfig(**merge(self.to_dict(), changes, SHARED_FIELDS))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
@@ -300,64 +246,13 @@ class TrainConfig:
             raise ConfigError(f"{path}: 'base' must be a mapping of field: value, got {type(base).__name__}")
         method = method or base.get("method", "eggroll")
         tuned = (values.get("tuned") or {}).get(method, {})
-        return cls.from_dict(_merge(_merge({}, base), {"method": method, **tuned}), source=f"{path}: base")
+        return cls.from_dict(merge(merge({}, base, SHARED_FIELDS), {"method": method, **tuned}, SHARED_FIELDS),
+                             source=f"{path}: base")
 
 
-def _route(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Split keyword values into shared fields and {section: {field: value}}, accepting nested, dotted and
-    old flat spellings. Unknown names raise `ConfigError` with a "did you mean"."""
-    shared_names = {f.name for f in dataclasses.fields(TrainConfig)} - {"sections"}
-    shared: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {}
-    values = dict(values)
-    for name, section in (values.pop("sections", None) or {}).items():
-        sections.setdefault(name, {}).update(
-            dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(section))
-    legacy_metric, legacy_k = values.pop("fitness_metric", None), values.pop("fitness_k", None)
-    if legacy_metric is not None or legacy_k is not None:
-        values.setdefault("objective", f"{legacy_metric or 'ndcg'}@{legacy_k or 10}")
-    if values.pop("extra", None):
-        raise ConfigError("config field 'extra' is no longer read; put method options in their section")
-    for name, value in values.items():
-        if name in shared_names:
-            shared[name] = value
-            continue
-        if name in SECTIONS:
-            if not isinstance(value, dict):
-                raise ConfigError(f"config section '{name}': expected a mapping of field: value, got {value!r}")
-            for key, item in value.items():
-                _put(sections, f"{name}.{key}", item)
-            continue
-        dotted = name if "." in name else _section_of(name)
-        if dotted is None:
-            choices = sorted(shared_names) + [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
-            raise ConfigError(f"unknown field(s) {name}{did_you_mean(name, choices)}; "
-                              "`eggroll-ndcg train --list-fields` lists them")
-        _put(sections, dotted, value)
-    return shared, sections
-
-
-def _put(sections: dict[str, dict[str, Any]], dotted: str, value: Any) -> None:
-    section, _, name = dotted.partition(".")
-    if section in SECTIONS:
-        names = [f.name for f in dataclasses.fields(SECTIONS.get(section))]
-        if name not in names:
-            raise ConfigError(f"unknown field(s) {dotted}{did_you_mean(name, names)}; "
-                              f"section '{section}' has {', '.join(names)}")
-    elif not section or not name:
-        raise ConfigError(f"unknown field(s) {dotted}")
-    sections.setdefault(section, {})[name] = value
-
-
-def _merge(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`values` (the `to_dict` form) with `changes` in any spelling applied on top."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    shared, sections = _route(changes)
-    merged.update(shared)
-    for section, fields in sections.items():
-        current = merged.get(section)
-        merged[section] = {**(current if isinstance(current, dict) else {}), **fields}
-    return merged
+SHARED_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"sections"}
+__all__ = ["SECTIONS", "ConfigError", "TrainConfig", "check_type", "list_fields", "read_yaml_mapping",
+           "register_section"]
 
 
 def list_fields() -> str:

@@ -8,6 +8,12 @@ run's objective per member and query, so per-query shapings can use the query st
 
 Config section `es` (`ESSection`): population size, rank, sigma and its schedule, shaping, noise reuse and
 the pair chunk of the scoring loop.
+
+Under torchrun (WORLD_SIZE > 1, see `train.distributed`) each rank scores a contiguous block of the pair
+chunks, the [N, B] fitness is all-gathered in the one-process member order, and every rank runs the same
+`tell`: the weights stay bit-identical on every rank and to one process (`es.pair_chunk` set; with null,
+see `train.distributed`). The step record then has `time/communication` (the all_gather, including the
+wait for the slowest rank).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 from ..es import AdaptiveSigma, CosineSigma, EggrollES, ExponentialSigma, LinearSigma, population_forward
 from ..es.perturb import bilinear_population_scores
 from ..es.shaping import get_shaping
+from . import distributed
 from .batches import PoolBatch
 from .config import TrainConfig, register_section
 from .methods import MethodSpec, register_method
@@ -82,10 +89,14 @@ def sigma_controller(es: ESSection, num_steps: int):
 
 
 class EggrollMethod:
-    """One EGGROLL step per batch; see the module docstring."""
+    """One EGGROLL step per batch; see the module docstring. Sharded over the ranks of the default process
+    group when there is one (`train.distributed`)."""
+
+    population_sharding = True  # train.distributed: this method may run under torchrun with WORLD_SIZE > 1
 
     def __init__(self, head: nn.Module, config: TrainConfig, objective: Objective):
         self.head = head
+        self.world = distributed.current()  # None in one process
         self.config = config
         self.objective = objective
         es = config.es
@@ -119,7 +130,7 @@ class EggrollMethod:
         fitness = torch.empty(population.num_members, batch.grades.shape[0], dtype=torch.float64,
                               device=batch.grades.device)
         with torch.no_grad():
-            for chunk in population.chunks(self.config.es.pair_chunk):
+            for chunk in distributed.rank_chunks(population, self.config.es.pair_chunk, self.world):
                 started = time.perf_counter()
                 for spec in population.specs:  # generate (and cache in the chunk) this chunk's noise
                     chunk.factors(spec.name) if spec.kind == "lowrank" else chunk.full_noise(spec.name)
@@ -130,6 +141,12 @@ class EggrollMethod:
                 started = time.perf_counter()
                 fitness[chunk.members] = self.objective(scores, batch).double()
                 timings["metric"] += time.perf_counter() - started
+        if self.world is not None:
+            started = time.perf_counter()
+            fitness = distributed.gather_fitness(
+                self.world, fitness, population, self.config.es.pair_chunk, step=step, engine_step=self.engine.step,
+                weights=distributed.fingerprint(self.head.parameters()))
+            timings["communication"] = time.perf_counter() - started
         started = time.perf_counter()
         stats = self.engine.tell(fitness)
         timings["update"] = time.perf_counter() - started

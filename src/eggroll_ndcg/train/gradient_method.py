@@ -9,6 +9,7 @@ cutoff, PL-PG rewards the objective itself, InfoNCE and ListNet are metric-agnos
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -109,8 +110,11 @@ def _cutoff(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict
 
 
 def _policy(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
-    """PL-PG: prefixes of the objective's length, rewarded by the objective ([Q, S, P] -> [Q, S])."""
-    reward = lambda order_scores: objective(order_scores.transpose(0, 1), batch).transpose(0, 1)  # noqa: E731
+    """PL-PG: prefixes of the objective's length, rewarded by the objective ([Q, S, P] -> [Q, S]: the batch's
+    grades, mask and ideal grades get a sample axis, [Q, 1, ...], so every sample is scored against its query)."""
+    per_sample = dataclasses.replace(batch, grades=batch.grades[:, None, :], mask=batch.mask[:, None, :],
+                                     ideal_grades=batch.ideal_grades[:, None, :])  # broadcast over the samples
+    reward = lambda order_scores: objective(order_scores, per_sample)  # noqa: E731
     return {"k": objective.k, "n_samples": config.pl_pg.samples, "reward": reward}
 
 

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.heads import HeadSettings, build_head, score_pool
+from . import distributed
 from .batches import batch_rows, gather_batch
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig
@@ -26,7 +27,6 @@ from .evaluate import evaluation_record, final_evaluation
 from .methods import METHODS, Method
 from .objectives import Objective, parse_objective
 from .prepare import PreparedData, prepare_data
-from .run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ class Trainer:
         self.config = config.validate()
         check_resolvable(config)
         self.data = data
-        self.progress = progress
-        self.folder = RunFolder(config.output_dir)
+        self.world = distributed.setup(config)  # the process group under torchrun (WORLD_SIZE > 1), else None
+        self.progress = progress and (self.world is None or self.world.writes)
+        self.folder = distributed.run_folder(config.output_dir, self.world)  # ranks > 0: reads only
         self.output_dir = self.folder.path
 
     def _validate(self, head, step: int, elapsed: float) -> dict[str, Any]:
