@@ -26,6 +26,16 @@ def datasets_dir() -> Path:
     return shared_datasets_dir()
 
 
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """The small synthetic BEIR folder of `synthetic_collection` (tests/ is on sys.path)."""
+    from synthetic_collection import write_synthetic_beir
+
+    folder = tmp_path_factory.mktemp("synthetic") / "synthetic"
+    write_synthetic_beir(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes embeddings to a per-session temp cache, never to the user's cache."""

@@ -7,17 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic_collection import write_synthetic_beir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "encoders"))
 from _fake_encoder import FakeEncoder  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def synthetic_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("synthetic") / "synthetic"
-    write_synthetic_beir(folder)
-    return folder
 
 
 @pytest.fixture()

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-from synthetic_collection import synthetic_encoded, write_synthetic_beir
+from synthetic_collection import synthetic_encoded
 
 from eggroll_ndcg.train.config import TrainConfig
 from eggroll_ndcg.train.prepare import prepare_data
-
-
-@pytest.fixture(scope="session")
-def synthetic_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("synthetic") / "synthetic"
-    write_synthetic_beir(folder)
-    return folder
 
 
 @pytest.fixture()
