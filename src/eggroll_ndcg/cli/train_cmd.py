@@ -88,7 +88,10 @@ def _train(args: argparse.Namespace) -> int:
     if config.output_dir is None:
         config = config.replace(output_dir=f"runs/{config.method}-{Path(config.task).name}-seed{config.seed}")
     preflight(device=config.device, output_dir=config.output_dir)
-    metrics = Trainer(config, progress=not args.quiet).train()
+    trainer = Trainer(config, progress=not args.quiet)
+    metrics = trainer.train()
+    if trainer.world is not None and not trainer.world.writes:
+        return 0  # under torchrun only rank 0 reports, as only it writes
     print(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics["best_step"] == 0:
         print(f"no validation improvement over the starting head in {metrics['steps']} steps "
