@@ -33,7 +33,6 @@ from eggroll_ndcg.experiments.compare import CompareConfig
 from eggroll_ndcg.cli.train_cmd import config_path
 from eggroll_ndcg.train.batches import batch_rows, gather_batch
 from eggroll_ndcg.train.methods import METHODS
-from eggroll_ndcg.train.objectives import parse_objective
 from eggroll_ndcg.train.prepare import prepare_data
 from eggroll_ndcg.train.trainer import make_head, make_method
 
@@ -76,9 +75,7 @@ def profile(config, data, batch, repeats: int) -> tuple[float, dict[str, float]]
     method = make_method(config, head)
     if hasattr(method, "engine"):
         method.engine.optimizer.step = timed("optimizer", method.engine.optimizer.step)
-        method.objective = parse_objective(config.objective)
-        objective = method.objective
-        method.objective = timed("metric", objective)
+        method.objective = timed("metric", method.objective)
     method.step(batch, 0)  # warm-up
     TIMES.clear()
     steps, noise = [], 0.0
@@ -178,7 +175,6 @@ def time_to_best(folder: Path) -> None:
     for method, runs in rows.items():
         print(f"  {method:12s} train {statistics.fmean(r['train_time'] for r in runs):7.1f} s   "
               f"best val after {best[method]:7.1f} s")
-    summary = results.get("summary", {})
     gradient = [m for m in rows if m != "eggroll"]
     key = f"val/{results['config']['base'].get('val_metric', 'ndcg@10')}"
     def val(m):
@@ -186,7 +182,7 @@ def time_to_best(folder: Path) -> None:
         return statistics.fmean(r[key] for seed in runs.values() for r in seed)
     chosen = max(gradient, key=val)
     print(f"EGGROLL time to best / {chosen} (best gradient by validation): {best['eggroll'] / max(best[chosen], 1e-9):.1f}x"
-          f" (target <= 5x){'' if summary else ''}")
+          " (target <= 5x)")
 
 
 if __name__ == "__main__":

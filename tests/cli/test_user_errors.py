@@ -127,3 +127,11 @@ def test_encode_of_a_model_folder_that_cannot_be_loaded(tiny_beir, tmp_path, cap
     (tmp_path / "model").mkdir()
     assert main(["encode", str(tiny_beir), "--encoder", str(tmp_path / "model"), "--no-progress"]) == 2
     _one_line(capsys)
+
+
+def test_eval_with_an_unknown_encoder_offline_is_one_line_naming_the_bundled_ones(tiny_beir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["eval", "--dataset", str(tiny_beir), "--encoder", "usee", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cannot load encoder 'usee'" in err and "'use'" in err
+    assert len(err.strip().splitlines()) == 1

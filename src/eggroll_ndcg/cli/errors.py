@@ -15,12 +15,13 @@ from typing import Callable
 
 from ..data.sources import OfflineError, UnknownSourceError
 from ..data.textfiles import DataError
+from ..encoders.base import EncoderError
 from ..registry import UnknownNameError
 from ..train.checkpoint import CheckpointError
 from ..train.config import ConfigError
 from .checks import PreflightError
 
-USER_ERRORS = (ConfigError, DataError, UnknownSourceError, OfflineError, CheckpointError, UnknownNameError,
+USER_ERRORS = (EncoderError, ConfigError, DataError, UnknownSourceError, OfflineError, CheckpointError, UnknownNameError,
                PreflightError)
 
 Handler = Callable[[argparse.Namespace], int]

