@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("data_cmd", "encode_cmd", "train_cmd")
+_COMMAND_MODULES = ("data_cmd", "encode_cmd", "train_cmd", "analyze_cmd", "pareto_cmd", "soft_labels_cmd", "search_cmd",
+                    "export_cmd")
 
 
 def package_version() -> str:

@@ -54,6 +54,9 @@ def _common(parser: argparse.ArgumentParser, *,
     parser.add_argument("--device", help="cpu or cuda[:N] (checked before any work; default cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the head at every evaluation step (checkpoints/step-NNNNNN.safetensors), "
+                             "for `eggroll-ndcg analyze`; same as --set keep_checkpoints=true")
 
 
 def preflight(*, device: str | None, output_dir: str | None = None, output_file: str | None = None) -> None:
@@ -74,6 +77,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     changes = {name: getattr(args, name) for name in ("task", "data_dir", "encoder", "device", "method",
                                                        "output_dir", "seed") if getattr(args, name, None) is not None}
     changes.update(parse_overrides(args.set))
+    if getattr(args, "keep_checkpoints", False):
+        changes["keep_checkpoints"] = True
     return config.replace(**changes).validate()
 
 
@@ -144,7 +149,8 @@ def _eval(args: argparse.Namespace) -> int:
     if not query_ids:
         raise ConfigError(f"{task}: no query of split {args.split!r} has text and a judgment; nothing to evaluate")
     evaluation, run = evaluate_head(head, encoded, query_ids, normalize=normalize, measures=measures,
-                                    depth=args.depth, ignore_identical_ids=ignore_identical_ids)
+                                    depth=args.depth, ignore_identical_ids=ignore_identical_ids,
+                                    quantize=run_config.quantize if args.model else "none")
     if args.run_out:  # to a temporary name, then renamed: a kill never leaves a partial run file
         Path(args.run_out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.run_out, lambda tmp: write_run(run, tmp, tag="zero-shot" if head is None
@@ -162,6 +168,8 @@ def _compare(args: argparse.Namespace) -> int:
     base_changes = {name: getattr(args, name) for name in ("task", "data_dir", "encoder", "device")
                     if getattr(args, name, None) is not None}
     base_changes.update(parse_overrides(args.set))
+    if args.keep_checkpoints:
+        base_changes["keep_checkpoints"] = True
     if base_changes:
         config.base = config.base.replace(**base_changes)
     if args.seeds:

@@ -197,3 +197,16 @@ def build_pools(
         query_ids=query_ids, doc_index=doc_index, grades=grades, mask=doc_index >= 0, ideal_grades=ideal,
         positives_inserted=insert_positives, recall=recall,
     )
+
+
+def drop_documents(pools: CandidatePools, doc_ids: Sequence[str], drop: dict[str, set[str]]) -> CandidatePools:
+    """The pools with the documents `drop[query id]` removed (index -1, mask False, grade 0: never ranked,
+    never counted), e.g. likely false negatives (`TrainConfig.pool_denoise`). Row order is unchanged."""
+    doc_index, grades = pools.doc_index.clone(), pools.grades.clone()
+    for i, qid in enumerate(pools.query_ids):
+        barred = drop.get(qid)
+        if barred:
+            hit = torch.tensor([j >= 0 and doc_ids[j] in barred for j in doc_index[i].tolist()], dtype=torch.bool)
+            doc_index[i, hit] = -1
+            grades[i, hit] = 0.0
+    return replace(pools, doc_index=doc_index, grades=grades, mask=doc_index >= 0)

@@ -5,6 +5,11 @@ it names the columns (`is_header`: header names in all three columns, and a scor
 number); otherwise it is data, and a bad grade there is an error like anywhere else. A grade is a plain decimal
 integer with an optional sign (`parse_grade`): `1.0`, `1_0`, `high` or `١` are errors, not guesses.
 
+Fractional grades (`0.5`, soft labels for likely false negatives, see `data.soft_labels`) are read only where
+the caller allows them (`read_qrels(..., fractional=True)`, `read_qrels_file`; the trainer's `train_qrels`
+file): a plain decimal with a dot (`parse_fractional_grade`), finite, no exponent. Elsewhere (the BEIR
+loader, test and validation judgments) a fractional grade is an error naming the file and line.
+
 `merge_qrels` applies the loader's policy (see the package README): rows naming an unknown document are kept
 and counted, rows naming an unknown query are left out and counted, queries with empty text are judged but
 never put in a split, and a split left with no query is recorded in the problems.
@@ -19,12 +24,14 @@ from typing import Iterator
 
 from .textfiles import DataError, file_label, read_lines
 
-__all__ = ["QrelsMerge", "is_header", "parse_grade", "read_qrels", "merge_qrels"]
+__all__ = ["QrelsMerge", "is_header", "parse_grade", "parse_fractional_grade", "read_qrels", "read_qrels_file",
+           "merge_qrels"]
 
 QUERY_COLUMN_NAMES = frozenset({"query-id", "query_id", "queryid", "qid", "query"})
 DOC_COLUMN_NAMES = frozenset({"corpus-id", "corpus_id", "corpusid", "doc-id", "doc_id", "docid", "docno", "corpus"})
 SCORE_COLUMN_NAMES = frozenset({"score", "relevance", "grade", "label", "rel"})
 _GRADE = re.compile(r"[+-]?[0-9]+")
+_FRACTIONAL = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)")
 
 
 def parse_grade(text: str) -> int | None:
@@ -33,14 +40,26 @@ def parse_grade(text: str) -> int | None:
     return int(stripped) if _GRADE.fullmatch(stripped) else None
 
 
+def parse_fractional_grade(text: str) -> int | float | None:
+    """The grade written in `text` when it is a plain integer (-> int) or a plain decimal with a dot (`0.5`,
+    `.25`, `1.` -> float), else None (no exponent, no `nan`/`inf`, no digit separators)."""
+    stripped = text.strip()
+    if _GRADE.fullmatch(stripped):
+        return int(stripped)
+    return float(stripped) if _FRACTIONAL.fullmatch(stripped) else None
+
+
 def is_header(fields: list[str]) -> bool:
     """True when the three columns are header names (BEIR's `query-id corpus-id score` and common variants)."""
     query, doc, score = (column.strip().lower() for column in fields)
     return query in QUERY_COLUMN_NAMES and doc in DOC_COLUMN_NAMES and score in SCORE_COLUMN_NAMES
 
 
-def read_qrels(path: Path, root: Path) -> Iterator[tuple[int, str, str, int]]:
-    """Yield (line number, query id, doc id, grade) for each row of a BEIR qrels file (CRLF tolerated)."""
+def read_qrels(path: Path, root: Path, *, fractional: bool = False) -> Iterator[tuple[int, str, str, int | float]]:
+    """Yield (line number, query id, doc id, grade) for each row of a BEIR qrels file (CRLF tolerated).
+
+    With `fractional`, grades such as `0.5` are accepted (an integral value stays an `int`); without it a
+    fractional grade is a `DataError` naming the file and line, and saying where such grades are allowed."""
     label = file_label(path, root)
     rows = 0
     for number, line in read_lines(path, label):
@@ -55,15 +74,36 @@ def read_qrels(path: Path, root: Path) -> Iterator[tuple[int, str, str, int]]:
         if number == 1 and is_header(fields):
             continue
         query_id, doc_id, score = fields
-        grade = parse_grade(score)
+        grade = parse_fractional_grade(score) if fractional else parse_grade(score)
+        if grade is None and parse_fractional_grade(score) is not None:
+            raise DataError(f"{label}, line {number}: grade {score!r} is not an integer (fractional grades are "
+                            "allowed only in a training qrels file, config field 'train_qrels')")
         if grade is None:
-            raise DataError(f"{label}, line {number}: grade {score!r} is not an integer")
+            raise DataError(f"{label}, line {number}: grade {score!r} is not "
+                            + ("a number" if fractional else "an integer"))
         if not query_id or not doc_id:
             raise DataError(f"{label}, line {number}: empty query or document id")
         rows += 1
         yield number, query_id, doc_id, grade
     if rows == 0:
         raise DataError(f"{label}, line 1: empty file (no judgments)")
+
+
+def read_qrels_file(path: str | Path, *, fractional: bool = True) -> dict[str, dict[str, int | float]]:
+    """{query id: {doc id: grade}} of one qrels TSV (fractional grades allowed by default); a pair given twice
+    with different grades is a `DataError` naming both lines."""
+    path = Path(path)
+    judgments: dict[str, dict[str, int | float]] = {}
+    lines: dict[tuple[str, str], int] = {}
+    label = file_label(path, path.parent)
+    for number, query_id, doc_id, grade in read_qrels(path, path.parent, fractional=fractional):
+        previous = judgments.setdefault(query_id, {}).get(doc_id)
+        if previous is not None and previous != grade:
+            raise DataError(f"{label}, line {number}: grade {grade} for ({query_id!r}, {doc_id!r}) conflicts "
+                            f"with grade {previous} on line {lines[query_id, doc_id]}")
+        judgments[query_id][doc_id] = grade
+        lines.setdefault((query_id, doc_id), number)
+    return judgments
 
 
 def examples(ids: set[str], limit: int = 3) -> str:

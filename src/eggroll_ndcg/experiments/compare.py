@@ -230,7 +230,7 @@ class Comparison:
     def _zero_shot(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         metrics, per_query, _ = final_evaluation(
             None, self.data_for(config), normalize=config.normalize, val_queries=config.val_queries,
-            ignore_identical_ids=config.ignore_identical_ids,
+            ignore_identical_ids=config.ignore_identical_ids, quantize=config.quantize,
         )
         return metrics, per_query
 

@@ -17,7 +17,9 @@ from ..data.pools import CandidatePools
 @dataclass
 class PoolBatch:
     """One minibatch: query embeddings [B, n], candidate embeddings [B, P, n], grades/mask [B, P],
-    ideal grades [B, J] (for the ideal DCG from all judgments) and the pool rows it came from [B]."""
+    ideal grades [B, J] (for the ideal DCG from all judgments) and the pool rows it came from [B].
+    `doc_groups` [B, P] (long, -1 at padding) is the group of each candidate when the caller passed a
+    grouping (`data.groups`); set-level objectives (`train.set_objectives`) read it."""
 
     query_emb: torch.Tensor
     doc_emb: torch.Tensor
@@ -25,6 +27,7 @@ class PoolBatch:
     mask: torch.Tensor
     ideal_grades: torch.Tensor
     rows: torch.Tensor
+    doc_groups: torch.Tensor | None = None
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -39,9 +42,11 @@ def batch_rows(trainable_rows: torch.Tensor, batch_queries: int, *, seed: int, s
 
 
 def gather_batch(
-    pools: CandidatePools, rows: torch.Tensor, query_emb: torch.Tensor, doc_emb: torch.Tensor
+    pools: CandidatePools, rows: torch.Tensor, query_emb: torch.Tensor, doc_emb: torch.Tensor,
+    groups: torch.Tensor | None = None,
 ) -> PoolBatch:
-    """Look up the embeddings of pool rows `rows`; `query_emb` is aligned with `pools.query_ids`."""
+    """Look up the embeddings of pool rows `rows`; `query_emb` is aligned with `pools.query_ids`;
+    `groups` [D] (optional) the group id of every corpus document."""
     rows = rows.to(pools.doc_index.device)
     doc_index = pools.doc_index[rows]
     candidates = doc_emb[doc_index.clamp(min=0)]
@@ -52,4 +57,5 @@ def gather_batch(
         mask=pools.mask[rows],
         ideal_grades=pools.ideal_grades[rows],
         rows=rows,
+        doc_groups=None if groups is None else torch.where(doc_index >= 0, groups[doc_index.clamp(min=0)], -1),
     )

@@ -95,12 +95,15 @@ class TrainConfig:
     head_hidden_size: int = 512
     subspace_dim: int = 32
     normalize: bool = True
+    quantize: str = "none"  # output codes the index stores: none | binary | binary_asym | int8 (quant.outputs)
 
     pool_size: int = 128
     bm25_negatives: int = 0
     random_negatives: int = 0
     insert_positives: bool = True
     ignore_identical_ids: bool = True
+    train_qrels: str | None = None  # soft/replacement judgments of the training queries (docs/soft_labels.md)
+    pool_denoise: bool = False      # with train_qrels: drop its fractional-grade documents from the pools instead
 
     objective: str = "ndcg@10"
     batch_queries: int = 32
@@ -110,6 +113,7 @@ class TrainConfig:
     val_metric: str = "ndcg@10"
     max_val_queries: int | None = None
     val_queries: str = "all"
+    keep_checkpoints: bool = False  # keep checkpoints/step-NNNNNN.safetensors (the head) at every evaluation
 
     learning_rate: float = 0.05
     optimizer: str = "adam"
@@ -175,6 +179,8 @@ class TrainConfig:
             fail("anchor_decay", f"must be in [0, 1), got {self.anchor_decay}")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             fail("val_fraction", "val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        if self.pool_denoise and not self.train_qrels:
+            fail("pool_denoise", "needs train_qrels (the file whose fractional grades mark likely false negatives)")
         if (self.n_folds is None) != (self.fold is None):
             fail("fold", "n_folds and fold go together")
         if self.n_folds is not None and not 0 <= self.fold < self.n_folds:
@@ -191,6 +197,8 @@ class TrainConfig:
             fail("val_queries", f"expected one of {', '.join(VAL_QUERIES)}, got {self.val_queries!r}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             fail("device", f"expected 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.quantize not in ("none", "binary", "binary_asym", "int8"):
+            fail("quantize", f"expected none, binary, binary_asym or int8, got {self.quantize!r}")
         for section in spec.sections:
             checker = getattr(self.sections[section], "validate", None)
             if checker is not None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..es import AdaptiveSigma, CosineSigma, EggrollES, ExponentialSigma, LinearSigma, population_forward
+from ..es.pareto import nsga2_fitness
 from ..es.perturb import bilinear_population_scores
 from ..es.shaping import get_shaping
 from . import distributed
@@ -111,6 +112,10 @@ class EggrollMethod:
     def population_scores(self, chunk, batch: PoolBatch) -> torch.Tensor:
         """[2J, B, P] scores of the chunk's members: the closed form when the head describes its noise on an
         effective weight (`weight_noise`), else its Linear layers run as a population."""
+        if self.config.quantize != "none":  # exactly the served codes' scores (quant.outputs)
+            from ..quant.outputs import head_population_scores
+            return head_population_scores(self.head, chunk, batch.query_emb, batch.doc_emb, batch.mask,
+                                          kind=self.config.quantize, normalize=self.config.normalize)
         describe = getattr(self.head, "weight_noise", None)
         factors = describe(chunk.factors) if describe is not None else None
         if factors is not None:
@@ -127,8 +132,9 @@ class EggrollMethod:
         """Score every member on the batch, take the objective per member and query, update the head."""
         timings = {"noise": 0.0, "scoring": 0.0, "metric": 0.0}
         population = self.engine.ask()
-        fitness = torch.empty(population.num_members, batch.grades.shape[0], dtype=torch.float64,
-                              device=batch.grades.device)
+        width = getattr(self.objective, "width", None)  # K for a multi-objective (vector) objective
+        fitness = torch.empty((population.num_members, batch.grades.shape[0]) + ((width,) if width else ()),
+                              dtype=torch.float64, device=batch.grades.device)
         with torch.no_grad():
             for chunk in distributed.rank_chunks(population, self.config.es.pair_chunk, self.world):
                 started = time.perf_counter()
@@ -147,6 +153,8 @@ class EggrollMethod:
                 self.world, fitness, population, self.config.es.pair_chunk, step=step, engine_step=self.engine.step,
                 weights=distributed.fingerprint(self.head.parameters()))
             timings["communication"] = time.perf_counter() - started
+        if fitness.dim() == 3:  # [N, B, K]: NSGA-II rank + crowding -> the [N] vector tell takes (es.pareto)
+            fitness = nsga2_fitness(fitness)
         started = time.perf_counter()
         stats = self.engine.tell(fitness)
         timings["update"] = time.perf_counter() - started

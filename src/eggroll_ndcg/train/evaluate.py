@@ -31,10 +31,15 @@ def head_outputs(head: nn.Module | None, embeddings: torch.Tensor, *, normalize:
 
 def retrieve_run(
     head: nn.Module | None, data: EncodedCollection, query_ids: tuple[str, ...], *, normalize: bool, depth: int = 100,
-    ignore_identical_ids: bool = True,
+    ignore_identical_ids: bool = True, quantize: str = "none",
 ) -> dict[str, dict[str, float]]:
     """The top-`depth` full-corpus run {qid: {doc_id: score}} of `head` for `query_ids`; with
-    `ignore_identical_ids` a query's own id is left out unless it judges that document relevant."""
+    `ignore_identical_ids` a query's own id is left out unless it judges that document relevant. With
+    `quantize` (binary, binary_asym, int8) the run is served from the quantized index (`quant.serving`)."""
+    if quantize != "none":
+        from ..quant.serving import quantized_run
+        return quantized_run(quantize, head, data, query_ids, normalize=normalize, depth=depth,
+                             ignore_identical_ids=ignore_identical_ids)
     rows = torch.tensor([data.query_row[qid] for qid in query_ids], dtype=torch.long, device=data.query_emb.device)
     queries = head_outputs(head, data.query_emb[rows], normalize=normalize)
     docs = head_outputs(head, data.doc_emb, normalize=normalize)
@@ -53,38 +58,39 @@ def evaluate_head(
     measures: tuple[str, ...] = REPORT_MEASURES,
     depth: int = 100,
     ignore_identical_ids: bool = True,
+    quantize: str = "none",
 ) -> tuple[Evaluation, dict[str, dict[str, float]]]:
     """Evaluate `head` on `query_ids` over the full corpus; returns the evaluation and the run."""
     run = retrieve_run(head, data, query_ids, normalize=normalize, depth=depth,
-                       ignore_identical_ids=ignore_identical_ids)
+                       ignore_identical_ids=ignore_identical_ids, quantize=quantize)
     qrels = {qid: data.collection.judgments[qid] for qid in query_ids}
     return evaluate(run, qrels, measures=measures, missing_as_zero=True), run
 
 
 def evaluation_record(head: nn.Module | None, data: PreparedData, val_ids: tuple[str, ...],
                       train_ids: tuple[str, ...], *, normalize: bool, val_metric: str,
-                      ignore_identical_ids: bool = True) -> dict[str, float]:
+                      ignore_identical_ids: bool = True, quantize: str = "none") -> dict[str, float]:
     """The validation-time record: `val/…` on `val_ids` and `train/…` on `train_ids` (the report measures
     plus `val_metric`)."""
     measures = tuple(dict.fromkeys(REPORT_MEASURES + (val_metric,)))
     record: dict[str, float] = {}
     for split, ids in (("val", val_ids), ("train", train_ids)):
         evaluation, _ = evaluate_head(head, data, ids, normalize=normalize, measures=measures,
-                                      ignore_identical_ids=ignore_identical_ids)
+                                      ignore_identical_ids=ignore_identical_ids, quantize=quantize)
         record.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
     return record
 
 
 def final_evaluation(
     head: nn.Module | None, data: PreparedData, *, normalize: bool, val_queries: str = "all",
-    ignore_identical_ids: bool = True,
+    ignore_identical_ids: bool = True, quantize: str = "none",
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The report of a head (None: the zero-shot encoder): `train/…` on as many training queries as there
     are validation queries, `val/…` on the validation subset `val_queries` selects on, `test/…`, and
     `test_seen/…` / `test_unseen/…` with their counts (a group with no query gets None). Returns (metrics,
     test per-query values, test run). `ignore_identical_ids` applies BEIR's identical-id rule throughout."""
     metrics: dict[str, Any] = {}
-    rule = {"normalize": normalize, "ignore_identical_ids": ignore_identical_ids}
+    rule = {"normalize": normalize, "ignore_identical_ids": ignore_identical_ids, "quantize": quantize}
     val_ids, test_ids = data.validation_queries(val_queries), data.queries("test")
     for split, ids in (("train", data.queries("train")[: max(len(val_ids), 1)]), ("val", val_ids)):
         evaluation, _ = evaluate_head(head, data, ids, **rule)

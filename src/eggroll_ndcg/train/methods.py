@@ -7,6 +7,11 @@ and logs, and asks the method for one update per minibatch. A method implements 
     state_dict() -> dict                                       # everything it needs to resume exactly
     load_state_dict(state: dict) -> None
 
+Optional: `observe_validation(step: int, value: float) -> None`. When a method has it, the trainer calls it
+after each validation (every `eval_every` steps, not at step 0) with the step and the validation value
+(`val_metric`, validation queries only), before the checkpoint is written, so what the method does with it
+is in the checkpoint (the two-phase methods hand off on it, `train.two_phase_method`).
+
 and is registered with a `MethodSpec`: its name, a `build(head, config, objective)` factory, the config
 sections it reads (`es`, `loss`, ...: validated for it, compared on resume), and optionally `refuses(config)`,
 which returns why the method cannot run a config (for example a loss that cannot target the objective) or

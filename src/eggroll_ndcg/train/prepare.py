@@ -5,13 +5,15 @@ All methods of a comparison share one `PreparedData`, so they see the same split
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import torch
 
 from ..data.beir import Collection
-from ..data.pools import CandidatePools, build_pools
+from ..data.pools import CandidatePools, build_pools, drop_documents
+from ..data.soft_labels import training_judgments
 from ..data.sources import resolve
 from ..data.splits import QuerySplits, make_splits
 from ..encoders import load_encoder
@@ -86,7 +88,7 @@ def data_key(config: TrainConfig) -> tuple:
     return (
         config.task, config.data_dir, config.encoder, config.split_seed, config.val_fraction, config.test_fraction,
         config.n_folds, config.fold, config.pool_size, config.bm25_negatives, config.random_negatives,
-        config.insert_positives, config.ignore_identical_ids, config.device,
+        config.insert_positives, config.ignore_identical_ids, config.device, config.train_qrels, config.pool_denoise,
     )
 
 
@@ -108,14 +110,19 @@ def prepare_data(
     )
     train_ids = tuple(splits.train)
     train_rows = torch.tensor([encoded.query_row[qid] for qid in train_ids], device=encoded.query_emb.device)
+    # the training queries' judgments only (train_qrels replaces them): val/test keep the original ones
+    train_judged, dropped = training_judgments(collection.judgments, train_ids, config.train_qrels,
+                                               pool_denoise=config.pool_denoise)
     pools = build_pools(
-        collection, train_ids, encoded.query_emb[train_rows], encoded.doc_emb,
+        dataclasses.replace(collection, judgments=train_judged), train_ids, encoded.query_emb[train_rows],
+        encoded.doc_emb,
         size=config.pool_size, bm25_negatives=config.bm25_negatives,
         random_negatives=config.random_negatives, insert_positives=config.insert_positives, seed=config.split_seed,
         ignore_identical_ids=config.ignore_identical_ids,
     )
+    pools = drop_documents(pools, collection.doc_ids, dropped) if dropped else pools
     positives = frozenset(
-        doc for qid in train_ids for doc, grade in collection.judgments.get(qid, {}).items() if grade >= 1
+        doc for qid in train_ids for doc, grade in train_judged.get(qid, {}).items() if grade >= 1
     )
     return PreparedData(
         collection=collection, query_row=encoded.query_row, query_emb=encoded.query_emb, doc_emb=encoded.doc_emb,

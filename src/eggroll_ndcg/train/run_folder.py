@@ -319,3 +319,26 @@ def _bytes_writer(data: bytes) -> Callable[[Path], None]:
 
 def _text_writer(text: str) -> Callable[[Path], None]:
     return _bytes_writer(text.encode("utf-8"))
+
+
+KEPT_DIR = "checkpoints"  # `keep_checkpoints`: the head at every evaluation step, recorded in the manifest
+
+
+def kept_head_name(step: int) -> str:
+    """The manifest name of the head kept at `step`: "checkpoints/step-000025.safetensors"."""
+    return f"{KEPT_DIR}/step-{step:06d}.safetensors"
+
+
+def keep_head(folder: RunFolder, step: int, head: torch.nn.Module) -> None:
+    """Keep a compact copy of `head`'s state (safetensors, a few hundred KB for a linear head) under
+    `kept_head_name(step)`, hashed in the manifest like every artifact (`RunFolder._commit`; a no-op for a
+    folder that does not write). A resumed run rewrites the same bytes, which the commit leaves alone."""
+    if folder.path is None:
+        return
+    data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
+
+    def write(tmp: Path) -> None:
+        tmp.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(data)
+
+    folder._commit({kept_head_name(step): write})

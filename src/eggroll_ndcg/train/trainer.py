@@ -27,6 +27,7 @@ from .evaluate import evaluation_record, final_evaluation
 from .methods import METHODS, Method
 from .objectives import Objective, parse_objective
 from .prepare import PreparedData, prepare_data
+from .run_folder import keep_head
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class Trainer:
         record = {"step": step, "event": "eval", "elapsed": elapsed}
         record.update(evaluation_record(head, self.data, self.val_ids, self.train_eval_ids,
                                         normalize=self.config.normalize, val_metric=self.config.val_metric,
-                                        ignore_identical_ids=self.config.ignore_identical_ids))
+                                        ignore_identical_ids=self.config.ignore_identical_ids,
+                                        quantize=self.config.quantize))
         return record
 
     def _batch_fitness(self, head, batch, objective: Objective) -> float:
@@ -171,6 +173,8 @@ class Trainer:
             selection.update(record[f"val/{config.val_metric}"])
             best_head = {name: t.detach().clone() for name, t in head.state_dict().items()}
             self.folder.append_log(record)
+            if config.keep_checkpoints:
+                keep_head(self.folder, 0, head)
 
         start = selection.step
         last = start if selection.stopped(config.patience) else min(
@@ -193,7 +197,11 @@ class Trainer:
             record = self._validate(head, step + 1, selection.elapsed)
             if selection.update(record[f"val/{config.val_metric}"]):
                 best_head = {name: t.detach().clone() for name, t in head.state_dict().items()}
+            if hasattr(method, "observe_validation"):  # optional hook (train.methods), before the checkpoint
+                method.observe_validation(step + 1, record[f"val/{config.val_metric}"])
             self.folder.append_log(record)
+            if config.keep_checkpoints:  # before the checkpoint: a resume rewrites it
+                keep_head(self.folder, step + 1, head)
             self.folder.save_checkpoint({
                 "config": config.to_dict(), "head": head.state_dict(), "method": method.state_dict(),
                 "trainer": asdict(selection), "best_head": best_head,
@@ -222,7 +230,7 @@ class Trainer:
                                    "ignore_identical_ids": config.ignore_identical_ids}
         summary, self.test_per_query, run = final_evaluation(
             head, self.data, normalize=config.normalize, val_queries=config.val_queries,
-            ignore_identical_ids=config.ignore_identical_ids)
+            ignore_identical_ids=config.ignore_identical_ids, quantize=config.quantize)
         metrics.update(summary)
         self.folder.write_outputs(head, run, tag=config.method, per_query=self.test_per_query, metrics=metrics)
         return metrics
