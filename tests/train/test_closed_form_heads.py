@@ -15,13 +15,19 @@ from eggroll_ndcg.train.config import TrainConfig
 from eggroll_ndcg.train.es_method import EggrollMethod
 from eggroll_ndcg.train.objectives import parse_objective
 
+def _has_float_closed_form(head: torch.nn.Module) -> bool:
+    """A float head with its own noise description (quantized-weight heads store codes, no parameters, and are
+    tested in tests/quant)."""
+    return hasattr(head, "weight_noise") and any(p.is_floating_point() for p in head.parameters())
+
+
 CLOSED_FORM_HEADS = [name for name, spec in HEADS.items()
-                     if hasattr(spec.build(torch.randn(40, 12), HeadSettings(subspace_dim=4, hidden=8)), "weight_noise")]
+                     if _has_float_closed_form(spec.build(torch.randn(40, 32), HeadSettings(subspace_dim=4, hidden=8)))]
 
 
 def _random_head(name: str) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(1)
-    head = build_head(name, torch.randn(50, 12, generator=generator, dtype=torch.float64),
+    head = build_head(name, torch.randn(50, 32, generator=generator, dtype=torch.float64),
                       HeadSettings(subspace_dim=4, hidden=8)).double()
     with torch.no_grad():
         for param in head.parameters():
@@ -31,8 +37,8 @@ def _random_head(name: str) -> torch.nn.Module:
 
 def _batch() -> PoolBatch:
     generator = torch.Generator().manual_seed(2)
-    return PoolBatch(query_emb=torch.randn(3, 12, generator=generator, dtype=torch.float64),
-                     doc_emb=torch.randn(3, 5, 12, generator=generator, dtype=torch.float64),
+    return PoolBatch(query_emb=torch.randn(3, 32, generator=generator, dtype=torch.float64),
+                     doc_emb=torch.randn(3, 5, 32, generator=generator, dtype=torch.float64),
                      grades=torch.zeros(3, 5), mask=torch.ones(3, 5, dtype=torch.bool), ideal_grades=torch.ones(3, 1),
                      rows=torch.arange(3))
 
