@@ -92,8 +92,10 @@ def main() -> None:
     for order in ("es_then_gradient", "gradient_then_es"):  # hand-off chosen on validation NDCG@10 (seed mean)
         chosen = max(args.handoffs, key=lambda h: mean_std(group(f"{order}@{h}", "val/ndcg@10"))[0])
         rows[f"{order} (hand-off {chosen}, chosen on val)"] = f"{order}@{chosen}"
-    print(f"\nzero-shot: test {zero['test/ndcg@10']:.3f}, seen {zero['test_seen/ndcg@10']:.3f}, "
-          f"unseen {zero['test_unseen/ndcg@10']}, test queries {zero['test_seen/count']} seen / "
+    shown = {key: "n/a (no such query)" if zero.get(key) is None else f"{zero[key]:.3f}"
+             for key in ("test_seen/ndcg@10", "test_unseen/ndcg@10")}
+    print(f"\nzero-shot: test {zero['test/ndcg@10']:.3f}, seen {shown['test_seen/ndcg@10']}, "
+          f"unseen {shown['test_unseen/ndcg@10']}, test queries {zero['test_seen/count']} seen / "
           f"{zero['test_unseen/count']} unseen")
     print("| method | val NDCG@10 | test NDCG@10 | seen-document | unseen-document | vs zero-shot (all / unseen): diff, p "
           "| vs eggroll (all / unseen): diff, p |\n|---|---|---|---|---|---|---|")

@@ -95,6 +95,9 @@ def test_search_prints_the_run_ranking_and_writes_a_trec_run(quantized_runs, syn
     expected = sorted(run[qid].items(), key=lambda kv: (-kv[1], [-ord(c) for c in kv[0]]))[:5]
     assert [line.split()[2] for line in printed[1:6]] == [doc for doc, _ in expected]
     assert [float(line.split()[1]) for line in printed[1:6]] == [s for _, s in expected]
+    # the README's form: the query text after the options
+    assert main(["search", str(quantized_runs["binary"]), "--top", "5", "--quiet", collection.query_texts[qid]]) == 0
+    assert capsys.readouterr().out.splitlines()[:6] == printed[:6]
     queries = tmp_path / "queries.tsv"
     queries.write_text(f"{qid}\t{collection.query_texts[qid]}\nfree text query\n")
     assert main(["search", str(quantized_runs["binary"]), "--queries", str(queries), "--run-out",

@@ -89,3 +89,14 @@ def test_levels_move_on_the_grid_and_keep_the_scales():
     head.set_levels(index + 1)
     assert torch.equal(head.scale, scales)
     assert torch.equal(head.levels(), (index + 1).clamp_max(14))
+
+
+def test_a_float_method_on_a_quantized_weight_head_is_a_one_line_config_error():
+    from eggroll_ndcg.models.heads import HeadSettings, build_head
+    from eggroll_ndcg.train.config import ConfigError, TrainConfig
+    from eggroll_ndcg.train.trainer import make_method
+
+    head = build_head("linear-mxfp4", torch.randn(40, 32), HeadSettings())
+    with pytest.raises(ConfigError, match="stores quantized codes only; use one of quantized_es, qat, genetic"):
+        make_method(TrainConfig(method="eggroll", head="linear-mxfp4"), head)
+    assert make_method(TrainConfig(method="quantized_es", head="linear-mxfp4"), head) is not None

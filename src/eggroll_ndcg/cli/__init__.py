@@ -35,7 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse and run. A command may let its last positional (a list) also follow its options by naming it in
+    `set_defaults(trailing_positionals=NAME)` (`search MODEL --dataset NAME "a query"`); anything else left
+    over is the usual "unrecognized arguments" error."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing_positionals", None)
+    if extra and (trailing is None or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, trailing, [*getattr(args, trailing), *extra])
     return int(args.func(args) or 0)
 
 

@@ -127,4 +127,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override the codes (default: the run's or the export's)")
     parser.add_argument("--device", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=guarded(_search))
+    parser.set_defaults(func=guarded(_search), trailing_positionals="query")

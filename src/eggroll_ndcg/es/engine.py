@@ -146,8 +146,7 @@ class EggrollES:
         population = self.ask()
         fitness = handle_nan(fitness.double(), self.nan_policy)
         shaped = shape_fitness(fitness, self.shaping)
-        grads = es_gradient(population, shaped, pair_chunk=self.pair_chunk)
-        grads, grad_norm = clip_global_norm(grads, self.grad_clip)
+        grads, grad_norm = clip_global_norm(self.gradient(population, shaped), self.grad_clip)
         descent = {name: (-g).to(self.params[name].dtype) for name, g in grads.items()}
         _require_finite_gradient(descent)
         before = {name: p.detach().clone() for name, p in self.params.items() if name in grads}
@@ -173,6 +172,11 @@ class EggrollES:
         self._step += 1
         stats["next_sigma"] = self.sigma
         return stats
+
+    def gradient(self, population: Population, shaped: Tensor) -> dict[str, Tensor]:
+        """The ES estimate ``g = 1/(N sigma) Σ_i f̃_i E_i`` of ``tell`` from the shaped fitness; a subclass with
+        another noise distribution (``es.guided``) overrides only this."""
+        return es_gradient(population, shaped, pair_chunk=self.pair_chunk)
 
     # ------------------------------------------------------------------ state
     def config(self) -> dict:

@@ -18,7 +18,7 @@ what it means for EGGROLL. The estimator is the paper's, in the engine's units:
     g = β / (N sigma) Σ_j (f̃_{2j} - f̃_{2j+1}) Z_j = β sqrt(α) g_EGGROLL + β sqrt((1-α)D/k)/(N sigma) Σ_j d_j U eps'_j
 
 so ``E[g] ≈ β Σ' ∇f``: α trades the bias of the surrogate (small α: the update follows U Uᵀ ∇f) against
-the variance of blind search (α = 1: plain EGGROLL, ``tell`` is then the engine's own, bit for bit).
+the variance of blind search (α = 1: plain EGGROLL, the estimate is then the engine's own, bit for bit, at β = 1).
 
 Low-rank subspace. To keep the exact closed-form scoring, each surrogate gradient is stored per perturbed
 matrix as its best rank-ρ approximation ``g_i ≈ P_i Q_iᵀ`` (``P_i [m, ρ]`` with the singular values,
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .engine import EggrollES, _require_finite_gradient
-from .estimate import clip_global_norm, es_gradient, global_norm
+from .engine import EggrollES
+from .estimate import es_gradient
 from .noise import base_key, pair_keys, param_id, standard_normal
 from .population import Population
-from .shaping import antithetic_differences, handle_nan, shape_fitness
+from .shaping import antithetic_differences
 
 GUIDE_ID = param_id("guided_es/subspace")  # the counter id of eps'
 
@@ -166,35 +166,6 @@ class GuidedES(EggrollES):
             grads[spec.name] = grads[spec.name] + (scale * sub.gradient(spec.name, weights)).reshape(spec.shape).to(
                 grads[spec.name].dtype)
         return grads
-
-    def tell(self, fitness: Tensor) -> dict[str, float]:
-        """``EggrollES.tell`` with the guided estimator; at alpha = 1 with beta = 1 exactly the engine's."""
-        if self.alpha == 1 and self.beta == 1:
-            return super().tell(fitness)
-        fitness = torch.as_tensor(fitness)
-        if fitness.dim() not in (1, 2) or fitness.shape[0] != self.population_size:
-            raise ValueError(f"fitness must be [{self.population_size}] or [{self.population_size}, Q], "
-                             f"got {tuple(fitness.shape)}")
-        population = self.ask()
-        fitness = handle_nan(fitness.double(), self.nan_policy)
-        shaped = shape_fitness(fitness, self.shaping)
-        grads, grad_norm = clip_global_norm(self.gradient(population, shaped), self.grad_clip)
-        descent = {name: (-g).to(self.params[name].dtype) for name, g in grads.items()}
-        _require_finite_gradient(descent)
-        before = {name: p.detach().clone() for name, p in self.params.items() if name in grads}
-        for name, g in descent.items():
-            self.params[name].grad = g
-        self.optimizer.step()
-        per_member = fitness.mean(dim=1) if fitness.dim() == 2 else fitness
-        stats = {"fitness_mean": float(per_member.mean()), "fitness_std": float(per_member.std(unbiased=False)),
-                 "fitness_min": float(per_member.min()), "fitness_max": float(per_member.max()),
-                 "shaped_std": float(shaped.std(unbiased=False)), "grad_norm": grad_norm,
-                 "grad_norm_clipped": global_norm(grads), "sigma": population.sigma,
-                 "update_norm": global_norm({n: self.params[n].detach() - before[n] for n in before})}
-        stats.update(self.sigma_controller.observe(self.step, per_member))
-        self._step += 1
-        stats["next_sigma"] = self.sigma
-        return stats
 
     def state_dict(self) -> dict:
         """The engine's state plus the stored gradients (the subspace is rebuilt from them)."""

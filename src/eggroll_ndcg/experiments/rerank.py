@@ -45,12 +45,7 @@ def mmr_rerank(scores: Tensor, batch: PoolBatch, k: int, lam: float) -> Tensor:
     chosen = []
     for _ in range(min(k, s.shape[-1])):
         value = (lam * s - (1 - lam) * max_sim).masked_fill(~available, float("-inf"))
-        pick = value.argmax(-1)
-        has = available.gather(-1, pick[:, None])[:, 0]
-        pick = torch.where(has, pick, torch.full_like(pick, -1))
-        chosen.append(pick)
-        rows = has.nonzero().flatten()
-        available[rows, pick[rows]] = False
+        pick, rows = _take_best(value, available, chosen)
         max_sim[rows] = torch.maximum(max_sim[rows], sim[rows, pick[rows]])
     return _encode(scores, chosen)
 
@@ -73,11 +68,18 @@ def exposure_rerank(scores: Tensor, batch: PoolBatch, k: int, beta: float) -> Te
         after = given[:, None, :] + e * onehot  # [B, P, G]
         tv = 0.5 * (after / after.sum(-1, keepdim=True).clamp(min=1e-300) - target[:, None, :]).abs().sum(-1)
         value = (s - beta * tv).masked_fill(~available, float("-inf"))
-        pick = value.argmax(-1)
-        has = available.gather(-1, pick[:, None])[:, 0]
-        pick = torch.where(has, pick, torch.full_like(pick, -1))
-        chosen.append(pick)
-        rows = has.nonzero().flatten()
-        available[rows, pick[rows]] = False
+        pick, rows = _take_best(value, available, chosen)
         given[rows] += e * onehot[rows, pick[rows]]
     return _encode(scores, chosen)
+
+
+def _take_best(value: Tensor, available: Tensor, chosen: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """One greedy step: each query's highest-`value` available candidate [B] (-1 where none is left) is
+    appended to `chosen` and marked unavailable; returns it and the rows that took one."""
+    pick = value.argmax(-1)
+    has = available.gather(-1, pick[:, None])[:, 0]
+    pick = torch.where(has, pick, torch.full_like(pick, -1))
+    chosen.append(pick)
+    rows = has.nonzero().flatten()
+    available[rows, pick[rows]] = False
+    return pick, rows

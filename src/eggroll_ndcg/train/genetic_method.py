@@ -273,7 +273,7 @@ class GeneticESMethod:
 
 
 register_method(MethodSpec(
-    "genetic", GeneticMethod, sections=("genetic",), refuses=_refuses,
+    "genetic", GeneticMethod, sections=("genetic",), refuses=_refuses, trains_codes=True,
     summary="GA over base + named low-rank deltas: selection, crossover, elitism, EGGROLL mutation",
 ))
 register_method(MethodSpec(

@@ -57,6 +57,7 @@ class MethodSpec:
     sections: tuple[str, ...] = ()
     summary: str = ""
     refuses: Callable[["TrainConfig"], str | None] | None = None
+    trains_codes: bool = False  # can train a head with no float parameters (quantized weights, `quant.weights`)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

@@ -108,6 +108,6 @@ def _refuses(config: TrainConfig) -> str | None:
 
 
 register_method(MethodSpec(
-    "qat", QATMethod, sections=("loss", "qat"), refuses=_refuses,
+    "qat", QATMethod, sections=("loss", "qat"), refuses=_refuses, trains_codes=True,
     summary="quantization-aware training: float latent weights, STE on int8/FP4 weights, a gradient loss",
 ))

@@ -217,5 +217,6 @@ def needs_quantized_head(config: TrainConfig) -> str | None:
 
 register_method(MethodSpec(
     "quantized_es", QuantizedWeightsES, sections=("es", "weight_es"), refuses=needs_quantized_head,
+    trains_codes=True,
     summary="EGGROLL on int8/FP4 stored weights, no float master copy (stochastic rounding or z-step)",
 ))

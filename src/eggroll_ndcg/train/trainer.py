@@ -58,7 +58,12 @@ def make_head(config: TrainConfig, doc_emb: torch.Tensor) -> torch.nn.Module:
 
 def make_method(config: TrainConfig, head: torch.nn.Module, objective: Objective | None = None) -> Method:
     """The registered method `config.method` on `head`, optimizing `objective` (default: the config's)."""
-    return METHODS.get(config.method).build(head, config, objective or parse_objective(config.objective))
+    spec = METHODS.get(config.method)
+    if not spec.trains_codes and not any(p.is_floating_point() for p in head.parameters()):
+        able = ", ".join(name for name, other in METHODS.items() if other.trains_codes)
+        raise ConfigError(f"method {config.method!r} trains float parameters and head {config.head!r} stores "
+                          f"quantized codes only; use one of {able}, or a float head")
+    return spec.build(head, config, objective or parse_objective(config.objective))
 
 
 @dataclass
