@@ -196,3 +196,14 @@ def test_eggroll_takes_a_multi_objective_fitness_through_pareto_shaping(small_co
     first = _pareto_steps(small_config, small_data)
     assert not torch.equal(first, torch.eye(first.shape[0]))
     assert torch.equal(first, _pareto_steps(small_config, small_data))
+
+
+def test_train_accepts_a_weighted_objective_and_rejects_a_malformed_one(small_config, small_data):
+    from eggroll_ndcg.train.config import ConfigError
+    from eggroll_ndcg.train.trainer import Trainer
+
+    config = small_config.replace(objective="ndcg@10+0.5*diversity@10", num_steps=2, eval_every=2)
+    metrics = Trainer(config, data=small_data, progress=False).train()
+    assert "val/ndcg@10" in metrics
+    with pytest.raises(ConfigError, match="objective"):
+        small_config.replace(objective="ndcg@10+0.5*nothing@10").validate()

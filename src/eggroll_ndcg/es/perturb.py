@@ -47,17 +47,22 @@ def perturbed_linear(
 
 
 def lowrank_delta(x: Tensor, A: Tensor, B: Tensor, sigma: float, *, bias_noise: Tensor | None = None) -> Tensor:
-    """The perturbation part of :func:`perturbed_linear`: ``± c (x B_j) A_jᵀ ± sigma·eps_j``, ``[2J, ..., m]``."""
+    """The perturbation part of :func:`perturbed_linear`: ``± c (x B_j) A_jᵀ ± sigma·eps_j``, ``[2J, ..., m]``.
+
+    The leading axis may also hold ``2J·R`` rows, member-major (row ``i·R + k`` belongs to member ``i``; e.g.
+    ``R`` prompts per member in a batched ``generate``); the result has ``x.shape[:-1] + (m,)``.
+    """
     num_pairs, m, rank = A.shape
     c = sigma / math.sqrt(rank)
-    lead = x.shape[1:-1]
+    if x.shape[0] % (2 * num_pairs):
+        raise ValueError(f"x has {x.shape[0]} rows on its leading axis, not a multiple of 2J = {2 * num_pairs}")
     xp = x.reshape(num_pairs, -1, x.shape[-1])  # [J, 2*L, n]: the pair's two members side by side
     delta = torch.bmm(torch.bmm(xp, B), A.transpose(1, 2))  # [J, 2*L, m]
     signs = _signs(num_pairs, delta).repeat_interleave(delta.shape[1] // 2, dim=1)  # [J, 2*L]
     delta = delta * (c * signs)[..., None]
     if bias_noise is not None:
         delta = delta + (sigma * signs)[..., None] * bias_noise[:, None, :]
-    return delta.reshape(2 * num_pairs, *lead, m)
+    return delta.reshape(*x.shape[:-1], m)
 
 
 def bilinear_scores(weight: Tensor, h_q: Tensor, h_d: Tensor, *, normalize: bool = False) -> Tensor:

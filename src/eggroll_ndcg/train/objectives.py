@@ -58,7 +58,12 @@ for _measure in ("ndcg", "mrr", "recall", "map"):
 
 
 def parse_objective(text: str) -> Objective:
-    """"ndcg@10" -> the registered objective at k = 10; `ValueError` with the choices otherwise."""
+    """"ndcg@10" -> the registered objective at k = 10; a weighted sum such as "ndcg@10+0.5*diversity@10"
+    -> `set_objectives.parse_set_objective`; `ValueError` with the choices otherwise."""
+    if "+" in str(text) or "*" in str(text):
+        from .set_objectives import parse_set_objective  # imports this module: resolved at call time
+
+        return parse_set_objective(str(text))
     measure, sep, k = str(text).partition("@")
     if not sep or not k.isdigit() or int(k) < 1:
         raise ValueError(f"expected METRIC@K such as 'ndcg@10' (metrics: {', '.join(OBJECTIVES.names())}), got {text!r}")
