@@ -186,9 +186,14 @@ class TrainConfig:
         if self.n_folds is not None and not 0 <= self.fold < self.n_folds:
             fail("fold", f"must be in [0, n_folds={self.n_folds}), got {self.fold}")
         try:
-            parse_objective(self.objective)
+            objective = parse_objective(self.objective)
         except ValueError as error:
             fail("objective", str(error))
+        from .set_objectives import needs_groups
+
+        if needs_groups(objective):
+            fail("objective", f"{self.objective} reads document groups, which `train` does not load; "
+                              "train it with `eggroll-ndcg pareto --groups NAME`")
         metric, _, k = self.val_metric.partition("@")
         if metric not in TREC_MEASURES or not k.isdigit() or int(k) < 1:
             fail("val_metric", f"expected one of {', '.join(TREC_MEASURES)} at a cutoff, e.g. 'ndcg@10', "

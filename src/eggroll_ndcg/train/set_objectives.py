@@ -186,6 +186,14 @@ SET_OBJECTIVES = {"diversity": intra_list_diversity, "groups": distinct_groups, 
 for _name, _fn in SET_OBJECTIVES.items():
     if _name not in OBJECTIVES:
         OBJECTIVES.register(_name, lambda k, name=_name, fn=_fn: Objective(name, k, fn))
+GROUP_OBJECTIVES = frozenset({"groups", "alpha_ndcg", "exposure", "share"})  # read batch.doc_groups
+
+
+def needs_groups(objective: Objective) -> bool:
+    """Whether `objective` (or a term of a combined one) reads document groups."""
+    if isinstance(objective, CombinedObjective):
+        return any(needs_groups(term) for _, term in objective.terms)
+    return objective.name.partition("@")[0] in GROUP_OBJECTIVES
 
 
 @dataclass(frozen=True)
