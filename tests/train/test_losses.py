@@ -252,7 +252,7 @@ def test_registry_offers_every_gradient_method_under_one_signature():
 def test_pl_pg_rewards_the_run_objective_so_mrr_changes_its_reward_and_update():
     from eggroll_ndcg.train.batches import PoolBatch
     from eggroll_ndcg.train.config import TrainConfig
-    from eggroll_ndcg.train.gradient_method import _policy
+    from eggroll_ndcg.train.gradient_method import policy_options
     from eggroll_ndcg.train.objectives import parse_objective
 
     grades = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
@@ -261,8 +261,8 @@ def test_pl_pg_rewards_the_run_objective_so_mrr_changes_its_reward_and_update():
                       rows=torch.arange(1))
     order = torch.tensor([[[4.0, 3.0, 2.0, 1.0]]])  # [Q=1, S=1, P]: relevant at ranks 2 and 3
     config = TrainConfig(method="pl_pg")
-    mrr = _policy(config, parse_objective("mrr@10"), batch)["reward"](order)
-    ndcg = _policy(config, parse_objective("ndcg@10"), batch)["reward"](order)
+    mrr = policy_options(config, parse_objective("mrr@10"), batch)["reward"](order)
+    ndcg = policy_options(config, parse_objective("ndcg@10"), batch)["reward"](order)
     assert mrr.item() == pytest.approx(0.5)
     expected_ndcg = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
     assert ndcg.item() == pytest.approx(expected_ndcg)
@@ -272,7 +272,7 @@ def test_pl_pg_rewards_the_run_objective_so_mrr_changes_its_reward_and_update():
     for objective in ("mrr@3", "ndcg@3"):
         theta = scores.clone().requires_grad_(True)
         fake = PoolBatch(query_emb=None, doc_emb=None, grades=grades, mask=mask, ideal_grades=ideal, rows=None)
-        options = _policy(config, parse_objective(objective), fake)
+        options = policy_options(config, parse_objective(objective), fake)
         loss = plackett_luce_pg_loss(theta, grades, mask, ideal, temperature=0.5, generator=torch.Generator().manual_seed(0),
                                      **options)
         gradients.append(torch.autograd.grad(loss, theta)[0])

@@ -205,6 +205,8 @@ def test_train_accepts_a_weighted_objective_and_rejects_a_malformed_one(small_co
     config = small_config.replace(objective="ndcg@10+0.5*diversity@10", num_steps=2, eval_every=2)
     metrics = Trainer(config, data=small_data, progress=False).train()
     assert "val/ndcg@10" in metrics
+    with pytest.raises(ConfigError, match="smooth NDCG"):  # a smooth-NDCG loss cannot target the diversity term
+        config.replace(method="approx_ndcg").validate()
     for bad in ("ndcg@10+0.5*nothing@10", "ndcg@10+0.5*groups@10", "share@10"):  # groups: only `pareto` has them
         with pytest.raises(ConfigError, match="objective"):
             small_config.replace(objective=bad).validate()

@@ -104,12 +104,12 @@ class GradientMethod:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _cutoff(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
+def loss_cutoff(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
     """LambdaLoss@k: only pairs with a candidate in the objective's top k."""
     return {"k": objective.k}
 
 
-def _policy(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
+def policy_options(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict[str, Any]:
     """PL-PG: prefixes of the objective's length, rewarded by the objective ([Q, S, P] -> [Q, S]: the batch's
     grades, mask and ideal grades get a sample axis, [Q, 1, ...], so every sample is scored against its query)."""
     per_sample = dataclasses.replace(batch, grades=batch.grades[:, None, :], mask=batch.mask[:, None, :],
@@ -118,9 +118,9 @@ def _policy(config: TrainConfig, objective: Objective, batch: PoolBatch) -> dict
     return {"k": objective.k, "n_samples": config.pl_pg.samples, "reward": reward}
 
 
-def _ndcg_only(config: TrainConfig) -> str | None:
-    measure = config.objective.partition("@")[0]
-    if measure == "ndcg":
+def ndcg_only(config: TrainConfig) -> str | None:
+    measure, _, k = config.objective.partition("@")
+    if measure == "ndcg" and k.isdigit():  # not a weighted sum such as ndcg@10+0.5*diversity@10
         return None
     return (f"this loss is a smooth NDCG and cannot target objective {config.objective!r}; use an "
             "ndcg@K objective, or eggroll or pl_pg, which optimize any objective")
@@ -134,8 +134,8 @@ def _gradient(name: str, summary: str, *, options: LossOptions | None = None, se
 
 register_method(_gradient("infonce", "contrastive InfoNCE, metric-agnostic"))
 register_method(_gradient("listnet", "ListNet top-one cross-entropy, metric-agnostic"))
-register_method(_gradient("lambdaloss", "LambdaLoss NDCG-Loss2++ at the objective's cutoff", options=_cutoff,
-                          refuses=_ndcg_only))
-register_method(_gradient("approx_ndcg", "ApproxNDCG, full-list smooth NDCG", refuses=_ndcg_only))
-register_method(_gradient("pl_pg", "Plackett-Luce policy gradient rewarded by the objective", options=_policy,
+register_method(_gradient("lambdaloss", "LambdaLoss NDCG-Loss2++ at the objective's cutoff", options=loss_cutoff,
+                          refuses=ndcg_only))
+register_method(_gradient("approx_ndcg", "ApproxNDCG, full-list smooth NDCG", refuses=ndcg_only))
+register_method(_gradient("pl_pg", "Plackett-Luce policy gradient rewarded by the objective", options=policy_options,
                           sections=("loss", "pl_pg")))

@@ -29,13 +29,13 @@ from ..models.heads import score_pool
 from .batches import PoolBatch, step_generator
 from .config import TrainConfig, register_section
 from .es_method import EggrollMethod, sigma_controller
-from .gradient_method import _cutoff, _policy
+from .gradient_method import loss_cutoff, policy_options
 from .losses import LOSSES
 from .methods import MethodSpec, register_method
 from .objectives import Objective
 from .optimizers import make_optimizer
 
-LOSS_OPTIONS = {"lambdaloss": _cutoff, "pl_pg": _policy}  # the options the gradient methods give these losses
+LOSS_OPTIONS = {"lambdaloss": loss_cutoff, "pl_pg": policy_options}  # the options the gradient methods give these losses
 
 
 @dataclass

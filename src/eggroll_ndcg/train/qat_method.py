@@ -26,13 +26,13 @@ from ..quant.codecs import dequantize, quantize
 from ..quant.weights import QuantizedLinearHead
 from .batches import PoolBatch
 from .config import TrainConfig, register_section
-from .gradient_method import GradientMethod, _cutoff, _ndcg_only, _policy
+from .gradient_method import GradientMethod, loss_cutoff, ndcg_only, policy_options
 from .losses import LOSSES
 from .methods import MethodSpec, register_method
 from .objectives import Objective
 from .quantized_weights_method import needs_quantized_head
 
-_OPTIONS = {"lambdaloss": _cutoff, "pl_pg": _policy}
+_OPTIONS = {"lambdaloss": loss_cutoff, "pl_pg": policy_options}
 _NDCG_LOSSES = ("lambdaloss", "approx_ndcg")
 
 
@@ -103,7 +103,7 @@ class QATMethod:
 def _refuses(config: TrainConfig) -> str | None:
     problem = needs_quantized_head(config)
     if problem is None and config.qat.loss in _NDCG_LOSSES:
-        problem = _ndcg_only(config)
+        problem = ndcg_only(config)
     return problem
 
 
