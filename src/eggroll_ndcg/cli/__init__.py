@@ -7,7 +7,7 @@ import importlib
 import sys
 
 _COMMAND_MODULES = ("data_cmd", "encode_cmd", "train_cmd", "analyze_cmd", "pareto_cmd", "soft_labels_cmd", "search_cmd",
-                    "export_cmd")
+                    "export_cmd", "lm_cmd")
 
 
 def package_version() -> str:

@@ -10,9 +10,10 @@ Budget: the generated tokens of every completion are counted the way ES counts t
 up to and including eos or the token that completes a stop string), summed over the run; a `TrainerCallback`
 stops training at the end of the step in which the sum reaches `token_budget` (or after `steps`).
 
-Differences from ES to keep in mind (TRL's sampler does not take stop strings): TRL keeps generating past a stop
-string until eos or `max_new_tokens`; those extra tokens are not counted in the budget and do not change the
-reward (the summary is cut at the stop string), but they are part of TRL's policy-gradient loss.
+Stop strings: TRL's sampler stops only at eos, so the trainer here (a subclass of `GRPOTrainer` overriding its
+`_generate_single_turn`, a private TRL 1.16 method; tests/lm/test_grpo.py checks it) cuts every completion at the
+same end before anything else sees it: the reward, the budget and the policy-gradient loss all cover exactly
+the tokens ES would have generated. The decoding compute past the stop string is still spent (not counted).
 
 The model object is tuned in place (TRL trains the object it is given); the reference model for beta > 0 is a
 copy of the starting weights saved under `work_dir/reference` (TRL loads it from the config's path).
@@ -21,7 +22,9 @@ Reproducible: same seed, same options -> same weights (TRL seeds torch/numpy/ran
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -85,14 +88,65 @@ def _reward_wrapper(reward_fn: Callable, tasks: Sequence[Task], tokenizer, tally
     return conciseness_reward
 
 
-def _budget_callback(tally: _Tally, budget: int | None):
+@contextlib.contextmanager
+def _quiet():
+    """transformers' logging at error level, its progress bars off and TRL's FutureWarnings (it calls
+    transformers' deprecated names) muted, restored afterwards."""
+    import transformers
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _trainer_class():
+    """GRPOTrainer whose completions end where ES's do (eos or the token completing a stop string)."""
+    from trl import GRPOTrainer
+
+    class StopStringGRPOTrainer(GRPOTrainer):
+        def _generate_single_turn(self, *args, **kwargs):
+            completion_ids, logprobs = super()._generate_single_turn(*args, **kwargs)
+            lengths = [continuation_length(ids, self._tokenizer) for ids in completion_ids]
+            completion_ids = [list(ids[:n]) for ids, n in zip(completion_ids, lengths)]
+            if logprobs is not None:
+                logprobs = [list(lp[:n]) for lp, n in zip(logprobs, lengths)]
+            return completion_ids, logprobs
+
+    return StopStringGRPOTrainer
+
+
+def _budget_callback(tally: _Tally, budget: int | None, total: int, progress: bool):
+    """Stops training at the end of the step in which the counted tokens reach `budget`; draws the one
+    progress bar (TRL's printing callbacks are removed, so nothing else is printed)."""
+    from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
     class TokenBudget(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=total, desc="grpo", unit="step", disable=not progress, leave=False)
+
         def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(reward=f"{tally.rewards[-1]:.2f}" if tally.rewards else "-",
+                                     tokens=tally.tokens)
             if budget is not None and tally.tokens >= budget:
                 control.should_training_stop = True
             return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
 
     return TokenBudget()
 
@@ -101,9 +155,9 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], reward_fn: Callable, opt
                work_dir: str | Path, progress: bool = True, device: str = "cpu") -> dict:
     """Tune `model` in place with GRPO on `tasks`; returns the log {steps, generated_tokens, reward curve,
     tokens per step, seconds, options}. `reward_fn(summaries, tasks) -> Tensor` is the ES reward."""
-    import transformers
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import GRPOConfig
 
     tasks = list(tasks)
     if not tasks:
@@ -114,37 +168,38 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], reward_fn: Callable, opt
     dataset = Dataset.from_dict({"prompt": [t.prompt for t in tasks], "target": [t.target for t in tasks],
                                  "task_index": list(range(len(tasks)))})
     batch = options.prompts_per_step * options.num_generations
-    config = GRPOConfig(
-        output_dir=str(work_dir / "trl"), max_steps=options.steps, learning_rate=options.learning_rate,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=options.max_grad_norm,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, generation_batch_size=batch,
-        num_generations=options.num_generations, max_completion_length=options.max_new_tokens,
-        temperature=options.temperature, top_k=0, top_p=1.0, beta=options.beta, loss_type=options.loss_type,
-        num_iterations=options.num_iterations, seed=options.seed, data_seed=options.seed,
-        use_cpu=str(device) == "cpu", bf16=False, fp16=False, report_to="none", logging_strategy="no",
-        save_strategy="no", disable_tqdm=not progress, log_level="error", remove_unused_columns=False,
-        dataloader_num_workers=0, disable_dropout=True,
-    )
-    renamed = None
-    if options.beta > 0:  # TRL builds the reference model from the config's path: give it the start weights
-        reference = work_dir / "reference"
-        model.save_pretrained(reference, safe_serialization=True)
-        renamed = model.config._name_or_path
-        model.config._name_or_path = str(reference)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
     start = time.perf_counter()
-    try:
-        trainer = GRPOTrainer(
-            model=model, reward_funcs=_reward_wrapper(reward_fn, tasks, tokenizer, tally), args=config,
-            train_dataset=dataset, processing_class=tokenizer, callbacks=[_budget_callback(tally, options.token_budget)],
+    renamed = None
+    with _quiet():
+        config = GRPOConfig(
+            output_dir=str(work_dir / "trl"), max_steps=options.steps, learning_rate=options.learning_rate,
+            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=options.max_grad_norm,
+            per_device_train_batch_size=batch, gradient_accumulation_steps=1, generation_batch_size=batch,
+            num_generations=options.num_generations, max_completion_length=options.max_new_tokens,
+            temperature=options.temperature, top_k=0, top_p=1.0, beta=options.beta, loss_type=options.loss_type,
+            num_iterations=options.num_iterations, seed=options.seed, data_seed=options.seed,
+            use_cpu=str(device) == "cpu", bf16=False, fp16=False, report_to="none", logging_strategy="no",
+            save_strategy="no", disable_tqdm=True, log_level="error", remove_unused_columns=False,
+            dataloader_num_workers=0, disable_dropout=True,
         )
-        trainer.train()
-        steps = int(trainer.state.global_step)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        if renamed is not None:
-            model.config._name_or_path = renamed
+        try:
+            if options.beta > 0:  # TRL builds the reference model from the config's path: the start weights
+                reference = work_dir / "reference"
+                model.save_pretrained(reference, safe_serialization=True)
+                renamed = model.config._name_or_path
+                model.config._name_or_path = str(reference)
+            trainer = _trainer_class()(
+                model=model, reward_funcs=_reward_wrapper(reward_fn, tasks, tokenizer, tally), args=config,
+                train_dataset=dataset, processing_class=tokenizer,
+                callbacks=[_budget_callback(tally, options.token_budget, options.steps, progress)],
+            )
+            for printer in (PrinterCallback, ProgressCallback):
+                trainer.remove_callback(printer)
+            trainer.train()
+            steps = int(trainer.state.global_step)
+        finally:
+            if renamed is not None:
+                model.config._name_or_path = renamed
     model.eval()
     return {
         "method": "grpo", "steps": steps, "generated_tokens": tally.tokens, "reward": tally.rewards,

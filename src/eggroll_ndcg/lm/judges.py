@@ -106,12 +106,12 @@ def _token_logprobs(model, rows: list[tuple[list[int], list[int]]], pad_id: int)
         ids[i, : len(a) + len(b)] = torch.tensor(a + b)
         mask[i, : len(a) + len(b)] = 1
     with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     out = []
     for i, (a, b) in enumerate(rows):
-        positions = torch.arange(len(a) - 1, len(a) + len(b) - 1, device=device)   # predicts tokens a..a+b-1
-        out.append(logp[i, positions, torch.tensor(b, device=device)].cpu())
+        predicting = logits[i, len(a) - 1: len(a) + len(b) - 1].float()           # [len(b), V] -> tokens of b
+        logp = torch.log_softmax(predicting, dim=-1)
+        out.append(logp.gather(1, torch.tensor(b, device=device)[:, None])[:, 0].cpu())
     return out
 
 

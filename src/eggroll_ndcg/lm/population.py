@@ -132,7 +132,7 @@ def _cut(tokenizer, ids: list[int], stop_strings: Sequence[str], eos: set[int]) 
 def generate_population(
     model: nn.Module,
     tokenizer,
-    chunk: PopulationChunk,
+    chunk: PopulationChunk | None,
     prompts: Sequence[str],
     *,
     max_new_tokens: int,
@@ -148,11 +148,11 @@ def generate_population(
     ``seed`` (the global RNG is forked, so the caller's stream is untouched; the draws depend on the batch
     layout, so a member sampled in another chunking draws other tokens). Decoding of a row stops at eos or
     a stop string (``generate(stop_strings=..., tokenizer=...)``); the whole call stops when every row has.
-    Returns :class:`Generations` ``[member][prompt]``.
+    Returns :class:`Generations` ``[member][prompt]``. ``chunk=None``: the unperturbed model, one "member".
     """
     device = _device(model)
     ids, mask = encode_prompts(tokenizer, prompts, device)
-    n_rows = chunk.num_members
+    n_rows = 1 if chunk is None else chunk.num_members
     kwargs = dict(
         input_ids=ids.repeat(n_rows, 1), attention_mask=mask.repeat(n_rows, 1), max_new_tokens=max_new_tokens,
         do_sample=do_sample, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -167,7 +167,11 @@ def generate_population(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        out = population_forward(_Generate(model), chunk, **kwargs)
+        if chunk is None:
+            with torch.no_grad():
+                out = model.generate(**kwargs)
+        else:
+            out = population_forward(_Generate(model), chunk, **kwargs)
     new = out[:, ids.shape[1]:].tolist()
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     cut = [_cut(tokenizer, row, stop_strings, eos) for row in new]

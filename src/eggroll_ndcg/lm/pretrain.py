@@ -20,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..data.sources import OfflineError
+from ..data.sources import HUB_PROBE_TIMEOUT_S, OfflineError, _offline_variable
 from ..data.stdlib_code import cache_dir
 from ..data.textfiles import DataError
 from .corpus import pretraining_text
@@ -48,21 +51,22 @@ PRETRAIN_HINT = "run `eggroll-ndcg lm pretrain` (offline base model) or pass a l
 class PretrainOptions:
     """Tokenizer, model and training settings; every field enters the cache key.
 
-    Defaults: ~3.3 M parameters (embeddings 2 × 4096 × 160, 4 layers), measured at about 10 minutes on
-    2 CPU threads (see docs/language_model.md for the measured run).
+    Defaults: 1.8 M parameters (embedding and unembedding 4096 × 128 each, 4 layers of width 128), 300
+    steps of 32 × 128 tokens (1.2 M tokens, about 0.6 epoch of the 2 M-token text); the measured run is in
+    docs/lm_pretrain.md (under 10 minutes on 2 CPU cores).
     """
 
     vocab_size: int = 4096
-    hidden_size: int = 160
+    hidden_size: int = 128
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
-    intermediate_size: int = 432
-    seq_len: int = 256
-    batch_size: int = 16
-    steps: int = 600
-    lr: float = 3e-3
-    warmup_steps: int = 30
+    intermediate_size: int = 384
+    seq_len: int = 128
+    batch_size: int = 32
+    steps: int = 300
+    lr: float = 5e-3
+    warmup_steps: int = 20
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     max_chars: int | None = None  # use only the first max_chars characters of the text (tests, smoke runs)
@@ -275,6 +279,37 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _from_pretrained(source: str, dtype: torch.dtype, *, local_files_only: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
+    return tokenizer, model
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Fail fast (one probe, a few seconds, no retries) when a hub model is not cached and the hub is
+    unreachable or switched off."""
+    variable = _offline_variable()
+    if variable is not None:
+        raise OfflineError(f"model {name!r} is not in the local hub cache and {variable} is set; {PRETRAIN_HINT}")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/models/{name}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # the server answered; the download reports its own errors
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise OfflineError(f"model {name!r} is not in the local hub cache and {endpoint} is unreachable "
+                           f"({reason}); {PRETRAIN_HINT}") from None
+
+
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a local model folder or a hub id, model in eval mode on `device`.
 
@@ -282,8 +317,6 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
     A missing local folder raises DataError; a hub id that cannot be fetched (offline, unknown) raises
     OfflineError; both are one line that says to run `eggroll-ndcg lm pretrain` or pass a local folder.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     name = str(name_or_path)
     path = Path(name).expanduser()
     local = path.exists() or isinstance(name_or_path, Path) or _looks_like_path(name)
@@ -294,13 +327,16 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
     else:
         source = name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer, model = _from_pretrained(source, dtype, local_files_only=True)
     except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if local:
-            raise DataError(f"{path}: cannot load the model ({first}); {PRETRAIN_HINT}") from None
-        raise OfflineError(f"cannot load model {name!r} from the hub ({first}); {PRETRAIN_HINT}") from None
+            raise DataError(f"{path}: cannot load the model ({_first_line(error)}); {PRETRAIN_HINT}") from None
+        _check_hub_reachable(name)
+        try:
+            tokenizer, model = _from_pretrained(source, dtype, local_files_only=False)
+        except (OSError, ValueError) as error:
+            raise OfflineError(f"cannot load model {name!r} from the hub ({_first_line(error)}); "
+                               f"{PRETRAIN_HINT}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
