@@ -47,3 +47,33 @@ def micro_lm():
     in place (deep-copy it first)."""
     tokenizer = micro_tokenizer()
     return micro_model(len(tokenizer)), tokenizer
+
+
+def code_subcollection(ids):
+    """The stdlib-code functions `ids` (in that order) as their own collection: seconds to encode."""
+    from eggroll_ndcg.data.beir import Collection
+    from eggroll_ndcg.data.stdlib_code import load_stdlib_code
+
+    full = load_stdlib_code()
+    texts = dict(zip(full.doc_ids, full.doc_texts))
+    ids = list(dict.fromkeys(ids))
+    return Collection(name=f"stdlib-code-{len(ids)}", doc_ids=tuple(ids), doc_texts=tuple(texts[d] for d in ids),
+                      query_texts={d: full.query_texts[d] for d in ids if d in full.query_texts},
+                      judgments={d: dict(full.judgments[d]) for d in ids if d in full.judgments}, split_queries={},
+                      problems=(), manifest={})
+
+
+@pytest.fixture(scope="module")
+def small_retrieval_corpus():
+    """The retrieval judge searches 100 stdlib-code functions plus every task of the quick preset instead of the
+    whole corpus (whose first MiniLM encoding takes minutes): `judges` loads the collection through
+    `data.stdlib_code.load_stdlib_code`, patched here for the module."""
+    from eggroll_ndcg.data import stdlib_code
+    from eggroll_ndcg.lm.corpus import load_tasks
+
+    full = stdlib_code.load_stdlib_code()
+    quick = [t.id for split in load_tasks(max_per_split=8).values() for t in split]
+    small = code_subcollection(quick + [d for d in full.doc_ids if d in full.query_texts][:100])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stdlib_code, "load_stdlib_code", lambda **_: small)
+        yield small

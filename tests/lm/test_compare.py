@@ -21,7 +21,7 @@ def micro_folder(micro_lm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def quick_run(micro_folder, tmp_path_factory):
+def quick_run(micro_folder, small_retrieval_corpus, tmp_path_factory):
     """One quick compare, recording every task id the validation scorer and the trainers saw."""
     seen = {"val_scored": [], "trained": []}
     score, train = compare._Runner.val_reward, compare._Runner.train

@@ -100,15 +100,12 @@ def embedding_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_code_collection():
     """The first 30 stdlib-code functions with queries, as their own collection (seconds to encode)."""
-    from eggroll_ndcg.data.beir import Collection
+    from conftest import code_subcollection
+
     from eggroll_ndcg.data.stdlib_code import load_stdlib_code
 
     full = load_stdlib_code()
-    ids = [d for d in full.doc_ids if d in full.query_texts][:30]
-    texts = dict(zip(full.doc_ids, full.doc_texts))
-    return Collection(name="stdlib-code-30", doc_ids=tuple(ids), doc_texts=tuple(texts[d] for d in ids),
-                      query_texts={d: full.query_texts[d] for d in ids},
-                      judgments={d: dict(full.judgments[d]) for d in ids}, split_queries={}, problems=(), manifest={})
+    return code_subcollection([d for d in full.doc_ids if d in full.query_texts][:30])
 
 
 def test_retrieval_judge_matches_pytrec_eval_on_an_explicit_full_ranking(small_code_collection, embedding_cache,

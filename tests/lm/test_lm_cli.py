@@ -19,7 +19,7 @@ def micro_folder(micro_lm, tmp_path_factory):
     return folder
 
 
-def test_quick_compare_returns_zero_and_writes_results(micro_folder, tmp_path, capsys):
+def test_quick_compare_returns_zero_and_writes_results(micro_folder, small_retrieval_corpus, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["lm", "compare", "--out", str(out), "--model", str(micro_folder), "--quick", "--quiet",
                  "--seeds", "0", "--es-learning-rates", "0.01", "--grpo-learning-rates", "1e-4"])
