@@ -192,7 +192,10 @@ def train_es(model: nn.Module, tokenizer, tasks: Sequence[Task], reward_fn: Rewa
     if engine.step != log["steps"]:
         raise ValueError(f"{folder}: engine step {engine.step} but the log has {log['steps']} steps")
     start = time.perf_counter()
-    bar = tqdm(total=options.steps, initial=log["steps"], desc="es", unit="step", disable=not progress)
+    by_tokens = options.token_budget is not None  # the budget, not the step cap, is what stops a run
+    bar = tqdm(total=options.token_budget if by_tokens else options.steps,
+               initial=log["generated_tokens"] if by_tokens else log["steps"], desc="es",
+               unit="tok" if by_tokens else "step", disable=not progress)
     try:
         for step in range(log["steps"], options.steps):
             if options.token_budget is not None and log["generated_tokens"] >= options.token_budget:
@@ -211,8 +214,8 @@ def train_es(model: nn.Module, tokenizer, tasks: Sequence[Task], reward_fn: Rewa
                 "grad_norm": stats["grad_norm"], "update_norm": stats["update_norm"], "sigma": stats["sigma"],
                 "prompts": [t.id for t in chosen],
             })
-            bar.update(1)
-            bar.set_postfix(reward=f"{stats['fitness_mean']:.3f}", tokens=log["generated_tokens"])
+            bar.update(tokens if by_tokens else 1)
+            bar.set_postfix(step=log["steps"], reward=f"{stats['fitness_mean']:.3f}")
             if folder is not None and log["steps"] % checkpoint_every == 0:
                 _save(folder, engine, log)
     finally:

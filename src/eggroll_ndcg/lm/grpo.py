@@ -133,13 +133,14 @@ def _budget_callback(tally: _Tally, budget: int | None, total: int, progress: bo
         bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=total, desc="grpo", unit="step", disable=not progress, leave=False)
+            self.bar = tqdm(total=budget if budget is not None else total, desc="grpo",
+                            unit="tok" if budget is not None else "step", disable=not progress, leave=False)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.update(1)
-                self.bar.set_postfix(reward=f"{tally.rewards[-1]:.2f}" if tally.rewards else "-",
-                                     tokens=tally.tokens)
+            if self.bar is not None:  # counts tokens when a budget stops the run, steps otherwise
+                self.bar.update(tally.tokens - self.bar.n if budget is not None else 1)
+                self.bar.set_postfix(step=state.global_step,
+                                     reward=f"{tally.rewards[-1]:.2f}" if tally.rewards else "-")
             if budget is not None and tally.tokens >= budget:
                 control.should_training_stop = True
             return control
