@@ -57,7 +57,7 @@ class LMCompareOptions:
     es_rank: int = 1
     num_generations: int = 4
     prompts_per_step: int = 4
-    token_budget: int = 12_000             # generated tokens per training run (ES and GRPO alike)
+    token_budget: int = 36_000             # generated tokens per training run (ES and GRPO alike)
     max_steps: int = 10_000                # a safety cap; the budget is what stops a run
     max_new_tokens: int = 24
     train_prompts: int = 32
