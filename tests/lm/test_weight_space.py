@@ -121,3 +121,22 @@ def test_plots_write_pngs(tmp_path):
                 "robustness": {"es": {"scale": [0, 0.1], "mean": [1, 0.5], "std": [0, 0.1]}}}
     files = ws.plots(analysis, tmp_path / "plots")
     assert len(files) == 4 and all(f.stat().st_size > 1000 for f in files)
+
+
+def test_state_keeps_a_tied_matrix_once_and_loads_back(micro_lm):
+    import copy
+
+    import torch
+    from conftest import micro_model
+
+    from eggroll_ndcg.lm.compare import _load, _state
+
+    _, tokenizer = micro_lm
+    tied = micro_model(len(tokenizer))
+    tied.lm_head.weight = tied.model.embed_tokens.weight  # tie by hand: one tensor, two names
+    state = _state(tied)
+    assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
+    moved = {k: v + 1 for k, v in state.items()}
+    work = copy.deepcopy(tied)
+    _load(work, moved)
+    assert torch.equal(work.lm_head.weight, moved["model.embed_tokens.weight"])

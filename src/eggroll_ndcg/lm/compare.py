@@ -87,7 +87,24 @@ class LMCompareOptions:
 
 
 def _state(model) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    """A CPU copy of the state dict with each tensor once: a matrix shared under two names (tied input and
+    output embeddings, as in Qwen2.5) keeps its first name, so update shares do not count it twice."""
+    out, seen = {}, set()
+    for name, value in model.state_dict().items():
+        key = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
+        if key not in seen:
+            seen.add(key)
+            out[name] = value.detach().cpu().clone()
+    return out
+
+
+def _load(model, state: dict) -> None:
+    """Load a `_state` dict back; only tied aliases may be missing (they share the loaded tensor)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(model.state_dict()) - set(state)
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"state does not fit the model: missing {sorted(set(missing) - tied)}, "
+                         f"unexpected {sorted(unexpected)}")
 
 
 def _summaries(model, tokenizer, tasks, max_new_tokens: int) -> list[str]:
@@ -342,7 +359,7 @@ def weight_space(base, tuned: dict[str, list], runner: _Runner, options: LMCompa
     work = copy.deepcopy(base)
 
     def evaluate(state: dict) -> float:
-        work.load_state_dict(state)
+        _load(work, state)
         return runner.val_reward(work)
 
     seeds = list(options.seeds)
