@@ -51,7 +51,7 @@ def test_kl_of_a_model_to_itself_is_exactly_zero(micro_lm):
 
 def test_kl_k3_matches_the_exact_one_step_kl_within_sampling_error(micro_lm):
     model, tokenizer = micro_lm
-    from conftest import micro_model
+    from lm_fixtures import micro_model
     tuned, base = _peaky(model, 60.0), _peaky(micro_model(len(tokenizer), seed=1), 60.0)
     task = TASKS[:1]
     n = 3000
@@ -73,7 +73,7 @@ def test_kl_k3_matches_the_exact_one_step_kl_within_sampling_error(micro_lm):
 
 def test_kl_estimate_is_nonnegative_and_leaves_the_global_rng_alone(micro_lm):
     model, tokenizer = micro_lm
-    from conftest import micro_model
+    from lm_fixtures import micro_model
     base = micro_model(len(tokenizer), seed=3)
     state = torch.random.get_rng_state()
     kl = kl_to_base(model, base, tokenizer, TASKS, samples=2, max_new_tokens=5)
@@ -100,7 +100,7 @@ def embedding_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_code_collection():
     """The first 30 stdlib-code functions with queries, as their own collection (seconds to encode)."""
-    from conftest import code_subcollection
+    from lm_fixtures import code_subcollection
 
     from eggroll_ndcg.data.stdlib_code import load_stdlib_code
 

@@ -127,7 +127,7 @@ def test_state_keeps_a_tied_matrix_once_and_loads_back(micro_lm):
     import copy
 
     import torch
-    from conftest import micro_model
+    from lm_fixtures import micro_model
 
     from eggroll_ndcg.lm.compare import _load, _state
 
