@@ -7,7 +7,7 @@ import ast
 
 import pytest
 
-from eggroll_ndcg.data.stdlib_code import _split_of, load_stdlib_code
+from eggroll_ndcg.data.stdlib_code import split_of, load_stdlib_code
 from eggroll_ndcg.lm.corpus import (PROMPT_SUFFIX, STOP_STRINGS, Task, _stdlib_root, load_tasks,
                                     pretraining_files, pretraining_text, signature_header, summary_of)
 
@@ -88,7 +88,7 @@ def test_pretraining_text_reads_only_train_packages(collection):
     stdlib = _stdlib_root(collection)
     for path in files:
         assert path.suffix == ".py"
-        assert _split_of(path.relative_to(stdlib).with_suffix("").parts[0]) == "train", path
+        assert split_of(path.relative_to(stdlib).with_suffix("").parts[0]) == "train", path
 
 
 def test_held_out_functions_do_not_leak_into_pretraining_text(collection, tasks):

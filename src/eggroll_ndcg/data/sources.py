@@ -164,22 +164,31 @@ def hub_status(source: HubSource) -> str:
     return f"offline: {variable} is set" if variable else "download"
 
 
-def _check_hub_reachable(source: HubSource) -> None:
-    """Fail fast (no retries, a few seconds at most) when the hub cannot be used."""
+def hub_unreachable(kind: str, repo: str) -> str | None:
+    """Why the Hugging Face hub cannot serve `repo` now ("HF_HUB_OFFLINE is set", "... is unreachable (...)"),
+    or None: one HEAD probe of `api/<kind>/<repo>` (kind "datasets" or "models"), a few seconds, no retries.
+    An HTTP error answer counts as reachable (the download reports its own errors)."""
     variable = _offline_variable()
     if variable is not None:
-        raise _offline_error(source, f"{variable} is set")
-    if not _datasets_installed():
-        raise _offline_error(source, "the 'datasets' package is not installed (pip install 'eggroll-ndcg[hub]')")
+        return f"{variable} is set"
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    request = urllib.request.Request(f"{endpoint}/api/datasets/{source.repo}", method="HEAD")
+    request = urllib.request.Request(f"{endpoint}/api/{kind}/{repo}", method="HEAD")
     try:
         urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
     except urllib.error.HTTPError:
-        return  # the server answered: the network is there (the download reports its own errors)
+        return None
     except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise _offline_error(source, f"{endpoint} is unreachable ({reason})") from None
+        return f"{endpoint} is unreachable ({getattr(error, 'reason', error)})"
+    return None
+
+
+def _check_hub_reachable(source: HubSource) -> None:
+    """Fail fast (no retries, a few seconds at most) when the hub cannot be used."""
+    if _offline_variable() is None and not _datasets_installed():
+        raise _offline_error(source, "the 'datasets' package is not installed (pip install 'eggroll-ndcg[hub]')")
+    reason = hub_unreachable("datasets", source.repo)
+    if reason is not None:
+        raise _offline_error(source, reason)
 
 
 def _only_split(dataset_dict, config: str, repo: str):

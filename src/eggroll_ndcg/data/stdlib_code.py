@@ -90,7 +90,8 @@ class _Function:
     code: str
 
 
-def _skipped(relative: Path) -> bool:
+def skipped_path(relative: Path) -> bool:
+    """Whether a stdlib file (path relative to the stdlib root) is left out (module docstring rules)."""
     parts = relative.parts
     if any(part in SKIPPED_PARTS or part.startswith("config-3") for part in parts):  # config-3.11-x86_64-...
         return True
@@ -99,7 +100,7 @@ def _skipped(relative: Path) -> bool:
     return any(part.startswith("_") and part != "__init__.py" for part in parts)
 
 
-def _module_name(relative: Path) -> str:
+def module_name(relative: Path) -> str:
     parts = list(relative.with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -174,7 +175,7 @@ def _extract(stdlib: Path) -> tuple[list[_Function], dict[str, int]]:
     stats = {"files": 0, "unparsable_files": 0}
     for path in sorted(stdlib.rglob("*.py")):
         relative = path.relative_to(stdlib)
-        if _skipped(relative):
+        if skipped_path(relative):
             continue
         try:
             source = path.read_text(encoding="utf-8")
@@ -183,12 +184,12 @@ def _extract(stdlib: Path) -> tuple[list[_Function], dict[str, int]]:
             stats["unparsable_files"] += 1
             continue
         stats["files"] += 1
-        module = _module_name(relative)
+        module = module_name(relative)
         functions += _functions_in(tree, source.splitlines(), module, module.split(".")[0])
     return functions, stats
 
 
-def _split_of(package: str) -> str:
+def split_of(package: str) -> str:
     """train / val / test from the hash of the top-level package name (stable across runs and machines)."""
     value = int(hashlib.sha256(package.encode("utf-8")).hexdigest()[:15], 16) / 16**15
     if value < TRAIN_SHARE:
@@ -225,7 +226,7 @@ def build_stdlib_code(target: str | Path, *, stdlib: str | Path | None = None) -
 
     qrels: dict[str, list[tuple[str, str, int]]] = {"train": [], "val": [], "test": []}
     for function in queried:
-        qrels[_split_of(function.package)].append((function.id, function.id, 1))
+        qrels[split_of(function.package)].append((function.id, function.id, 1))
     qrels = {split: rows for split, rows in qrels.items() if rows}  # a tiny stdlib may leave one empty
     split_queries = {split: tuple(sorted(row[0] for row in rows)) for split, rows in qrels.items()}
     counts = {

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.beir import Collection
-from ..data.stdlib_code import _module_name, _skipped, _split_of, load_stdlib_code
+from ..data.stdlib_code import module_name, skipped_path, split_of, load_stdlib_code
 from ..data.textfiles import DataError
 
 __all__ = ["Task", "load_tasks", "summary_of", "STOP_STRINGS", "PROMPT_SUFFIX", "signature_header",
@@ -144,9 +144,9 @@ def pretraining_files(collection: Collection | None = None, *, split: str = "tra
     files = []
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root)
-        if _skipped(relative):
+        if skipped_path(relative):
             continue
-        if _split_of(_module_name(relative).split(".")[0]) == split:
+        if split_of(module_name(relative).split(".")[0]) == split:
             files.append(path)
     return files
 

@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..data.sources import HUB_PROBE_TIMEOUT_S, OfflineError, _offline_variable
+from ..data.sources import OfflineError, hub_unreachable
 from ..data.stdlib_code import cache_dir
 from ..data.textfiles import DataError
 from .corpus import pretraining_text
@@ -295,19 +292,9 @@ def _from_pretrained(source: str, dtype: torch.dtype, *, local_files_only: bool)
 def _check_hub_reachable(name: str) -> None:
     """Fail fast (one probe, a few seconds, no retries) when a hub model is not cached and the hub is
     unreachable or switched off."""
-    variable = _offline_variable()
-    if variable is not None:
-        raise OfflineError(f"model {name!r} is not in the local hub cache and {variable} is set; {PRETRAIN_HINT}")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    request = urllib.request.Request(f"{endpoint}/api/models/{name}", method="HEAD")
-    try:
-        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        return  # the server answered; the download reports its own errors
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise OfflineError(f"model {name!r} is not in the local hub cache and {endpoint} is unreachable "
-                           f"({reason}); {PRETRAIN_HINT}") from None
+    reason = hub_unreachable("models", name)
+    if reason is not None:
+        raise OfflineError(f"model {name!r} is not in the local hub cache and {reason}; {PRETRAIN_HINT}")
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

@@ -78,7 +78,7 @@ def write_markdown(results: dict[str, Any], timings: dict[str, Any]) -> str:
         if across:
             lines.append("Across seeds (all parameters): " + ", ".join(f"{k} {_num(v, 3)}" for k, v in across.items()) + ".")
         if path:
-            lines.append(f"Linear path ES -> GRPO (validation reward): "
+            lines.append("Linear path ES -> GRPO (validation reward): "
                          + ", ".join(f"t={t:.2f}: {_num(v, 3)}" for t, v in zip(path["t"], path["value"]))
                          + f"; barrier {_num(path['barrier'], 3)}.")
         for method, curve in weights.get("robustness", {}).items():
