@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from lm_fixtures import code_subcollection, micro_model, micro_tokenizer
 
@@ -12,6 +14,16 @@ def micro_lm():
     in place (deep-copy it first)."""
     tokenizer = micro_tokenizer()
     return micro_model(len(tokenizer)), tokenizer
+
+
+@pytest.fixture(scope="module")
+def micro_folder(micro_lm, tmp_path_factory):
+    """The micro Llama and its tokenizer saved as a `transformers` model folder (what `--model` takes)."""
+    model, tokenizer = micro_lm
+    folder = tmp_path_factory.mktemp("micro") / "model"
+    copy.deepcopy(model).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 
 from eggroll_ndcg.cli import main
-
-
-@pytest.fixture(scope="module")
-def micro_folder(micro_lm, tmp_path_factory):
-    model, tokenizer = micro_lm
-    folder = tmp_path_factory.mktemp("micro-cli") / "model"
-    copy.deepcopy(model).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_quick_compare_returns_zero_and_writes_results(micro_folder, small_retrieval_corpus, tmp_path, capsys):

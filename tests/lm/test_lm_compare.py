@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 
 from eggroll_ndcg.lm import compare
-
-
-@pytest.fixture(scope="module")
-def micro_folder(micro_lm, tmp_path_factory):
-    model, tokenizer = micro_lm
-    folder = tmp_path_factory.mktemp("micro") / "model"
-    copy.deepcopy(model).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

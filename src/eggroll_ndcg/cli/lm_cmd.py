@@ -30,24 +30,23 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.01,0.03") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+def _comma_separated(cast: type, kind: str, example: str):
+    """An argparse `type=`: "a,b,c" -> a tuple of `cast` values; an argparse error (one line) otherwise."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(cast(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {kind}s, e.g. {example}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one {kind}")
+        return values
+
+    return parse
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+_floats = _comma_separated(float, "number", "0.01,0.03")
+_ints = _comma_separated(int, "integer", "0,1,2")
 
 
 # flag -> LMCompareOptions field (None values keep the preset's)
