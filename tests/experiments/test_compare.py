@@ -39,6 +39,21 @@ def test_same_config_and_seed_give_the_same_results_json(compared, folder, tmp_p
     assert (out / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
 
 
+def test_compare_keeps_no_final_checkpoint_and_a_rerun_reads_the_complete_runs_without_training(
+        compared, folder, monkeypatch):
+    out, _ = compared
+    runs = sorted(p.parent for p in (out / "runs").rglob("metrics.json"))
+    assert runs and not any((run / "checkpoint").exists() for run in runs)
+    before = (out / "results.json").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a complete run was trained again")
+
+    monkeypatch.setattr("eggroll_ndcg.train.trainer.Trainer._validate", no_training)
+    Comparison(_config(folder, out), encoded=synthetic_encoded(folder), progress=False).run()
+    assert (out / "results.json").read_text() == before
+
+
 def test_results_hold_every_method_with_seeds_and_significance(compared):
     out, results = compared
     assert set(results["methods"]) == {"zero-shot", "eggroll", "infonce"}

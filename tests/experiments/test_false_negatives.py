@@ -3,6 +3,7 @@ reach the trainer, while test queries are scored against all the original judgme
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -132,7 +133,7 @@ def test_hidden_judgments_never_reach_the_trainer_and_test_uses_all_judgments(tm
     assert all(len([g for g in visible[q].values() if g >= 1]) == 1 for q in trainer.data.queries("train"))
     # the test evaluation is trec_eval on the original (dense) judgments, hidden ones included
     run = {}
-    for line in (tmp_path / "run" / "test_run.trec").read_text().splitlines():
+    for line in gzip.decompress((tmp_path / "run" / "test_run.trec.gz").read_bytes()).decode().splitlines():
         qid, _, doc, _, score, _ = line.split()
         run.setdefault(qid, {})[doc] = float(score)
     qrels = {q: {d: int(g) for d, g in collection.judgments[q].items()} for q in trainer.data.queries("test")}

@@ -86,3 +86,31 @@ def test_malformed_qrels_lines_raise_an_error_naming_file_and_line(tmp_path, lin
     with pytest.raises(ValueError, match=message) as info:
         read_qrels(path)
     assert f"{path}:3:" in str(info.value)
+
+
+def test_a_gz_run_is_compressed_deterministically_and_read_back_by_us_and_ir_measures(tmp_path):
+    import gzip
+
+    import ir_measures
+
+    run = {"q1": {"d1": 0.5, "d2": 0.5, "d3": 1 / 3}, "q2": {"d9": -2.0}}
+    write_run(run, tmp_path / "a.trec.gz", tag="sys")
+    write_run(run, tmp_path / "b.trec.gz", tag="sys")
+    write_run(run, tmp_path / "plain.trec", tag="sys")
+    assert (tmp_path / "a.trec.gz").read_bytes() == (tmp_path / "b.trec.gz").read_bytes()  # no timestamp
+    assert gzip.decompress((tmp_path / "a.trec.gz").read_bytes()) == (tmp_path / "plain.trec").read_bytes()
+    assert read_run(tmp_path / "a.trec.gz") == run
+    theirs = {(d.query_id, d.doc_id): d.score for d in ir_measures.read_trec_run(str(tmp_path / "a.trec.gz"))}
+    assert theirs == {(q, d): s for q, docs in run.items() for d, s in docs.items()}
+    write_run(run, tmp_path / "forced", tag="sys", compress=True)
+    assert gzip.decompress((tmp_path / "forced").read_bytes()) == (tmp_path / "plain.trec").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip"])
+def test_a_damaged_gz_run_is_an_error_naming_the_file(tmp_path, damage):
+    path = tmp_path / "run.trec.gz"
+    write_run({"q": {f"d{i}": float(i) for i in range(200)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"q Q0 d 1 1.0 t\n")
+    with pytest.raises(ValueError, match=rf"{path}:\d+: damaged gzip data"):
+        read_run(path)

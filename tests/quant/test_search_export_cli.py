@@ -52,7 +52,7 @@ def test_exported_quantized_model_reproduces_the_run_test_scores(quantized_runs,
     assert settings["quantize"] == kind
     model = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     collection = load_beir(synthetic_folder)
-    run = read_run(quantized_runs[kind] / "test_run.trec")
+    run = read_run(quantized_runs[kind] / "test_run.trec.gz")
     qids = sorted(run)[:10]
     row = {doc: i for i, doc in enumerate(collection.doc_ids)}
     # (1) the run's own encoder embeddings through the exported Dense + Normalize, coded by sentence-transformers'
@@ -87,7 +87,7 @@ def _codes_scores(kind, settings, queries, docs):
 
 def test_search_prints_the_run_ranking_and_writes_a_trec_run(quantized_runs, synthetic_folder, tmp_path, capsys):
     collection = load_beir(synthetic_folder)
-    run = read_run(quantized_runs["binary"] / "test_run.trec")
+    run = read_run(quantized_runs["binary"] / "test_run.trec.gz")
     qid = sorted(run)[0]
     assert main(["search", str(quantized_runs["binary"]), collection.query_texts[qid], "--top", "5", "--quiet"]) == 0
     printed = capsys.readouterr().out.splitlines()

@@ -100,3 +100,29 @@ def test_a_float_method_on_a_quantized_weight_head_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match="stores quantized codes only; use one of quantized_es, qat, genetic"):
         make_method(TrainConfig(method="eggroll", head="linear-mxfp4"), head)
     assert make_method(TrainConfig(method="quantized_es", head="linear-mxfp4"), head) is not None
+
+
+def test_weights_is_the_short_form_of_the_quantized_linear_heads_for_any_config():
+    from eggroll_ndcg.train.config import WEIGHT_FORMATS, ConfigError, TrainConfig
+
+    assert WEIGHT_FORMATS == ("float", *FORMATS)
+    for fmt in FORMATS:
+        config = TrainConfig(method="quantized_es", head="linear").replace(weights=fmt).validate()
+        assert (config.head, config.weights) == (f"linear-{fmt}", fmt)
+        assert TrainConfig(head=f"linear-{fmt}").weights == fmt  # old configs name the head only
+        assert TrainConfig.from_dict(config.to_dict()).result_fields() == config.result_fields()
+    assert TrainConfig().weights == "float" and TrainConfig().head == "linear"
+    with pytest.raises(ConfigError, match="'weights': weights=int8 stores a linear head"):
+        TrainConfig(head="mlp", weights="int8").validate()
+    with pytest.raises(ConfigError, match="'weights': expected one of float, int8, mxfp4, nvfp4"):
+        TrainConfig(weights="fp8").validate()
+
+
+def test_a_new_head_re_derives_weights_and_a_conflict_is_named():
+    from eggroll_ndcg.train.config import ConfigError, TrainConfig
+
+    int8 = TrainConfig(method="qat", weights="int8")
+    assert int8.replace(head="linear-mxfp4").validate().weights == "mxfp4"
+    assert int8.replace(head="linear").weights == "float"
+    with pytest.raises(ConfigError, match="'weights'"):
+        int8.replace(weights="nvfp4").validate()  # head linear-int8 kept, weights nvfp4 asked: refused

@@ -57,6 +57,9 @@ def _common(parser: argparse.ArgumentParser, *,
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the head at every evaluation step (checkpoints/step-NNNNNN.safetensors), "
                              "for `eggroll-ndcg analyze`; same as --set keep_checkpoints=true")
+    parser.add_argument("--run-depth", type=int, metavar="N",
+                        help="documents per test query in test_run.trec.gz (default 100, at least 100); same as "
+                             "--set run_depth=N")
 
 
 def preflight(*, device: str | None, output_dir: str | None = None, output_file: str | None = None) -> None:
@@ -79,6 +82,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     changes.update(parse_overrides(args.set))
     if getattr(args, "keep_checkpoints", False):
         changes["keep_checkpoints"] = True
+    if getattr(args, "run_depth", None) is not None:
+        changes["run_depth"] = args.run_depth
     return config.replace(**changes).validate()
 
 
@@ -170,6 +175,8 @@ def _compare(args: argparse.Namespace) -> int:
     base_changes.update(parse_overrides(args.set))
     if args.keep_checkpoints:
         base_changes["keep_checkpoints"] = True
+    if args.run_depth is not None:
+        base_changes["run_depth"] = args.run_depth
     if base_changes:
         config.base = config.base.replace(**base_changes)
     if args.seeds:

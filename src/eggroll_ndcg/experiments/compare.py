@@ -224,6 +224,7 @@ class Comparison:
             trainer = Trainer(config.replace(output_dir=str(run_dir)), data=self.data_for(config),
                               progress=self.progress)
             self._runs[key] = (trainer.train(), trainer.test_per_query)
+            trainer.folder.drop_checkpoint()  # a complete run is read back from its outputs, not resumed
         metrics, per_query = self._runs[key]
         return dict(metrics), per_query
 

@@ -19,8 +19,9 @@ Two kernels give the same integers:
 
 - plain torch, chunked over the pool so that no more than ``CHUNK_ELEMENTS`` comparisons live at once
   (any device; the fallback);
-- fused CPU kernels from ``torch.compile`` (inductor's C++ code generation). The main one gathers s_i and
-  counts g_i = #{s_j > s_i} and e_i = #{s_j >= s_i} in one pass, without materializing [A, B, R, P]. Where
+- fused CPU kernels from ``torch.compile`` (inductor's C++ code generation). The main one takes the used
+  slots only (K of the B * R), gathers s_i and counts g_i = #{s_j > s_i} and e_i = #{s_j >= s_i} in one
+  pass, without materializing [A, K, P]. Where
   e_i - g_i = 1 (no other real candidate has i's score, the usual case for float scores) rank_i = g_i; the
   pools with a tie at a chosen candidate are recounted with the position rule (:func:`_exact_counts`, also
   compiled, or the plain kernel for a few pools). The compiler is tried once per process: any failure (no
@@ -81,18 +82,17 @@ def slot_scores(s: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, s.gather(-1, pos.expand(s.shape[0], -1, -1)), float("nan"))
 
 
-def _fused_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """g = #{j : s_j + pad_j > s_i}, e = #{j : s_j + pad_j >= s_i} [A, B, R] in ``pad.dtype``, and the pools
-    with a tie at a used slot, e - g > 1 somewhere, [A, B] bool.
+def _fused_counts(s: Tensor, pad: Tensor, slot_b: Tensor, slot_p: Tensor) -> tuple[Tensor, Tensor]:
+    """g = #{j : s_j + pad_j > s_i}, e = #{j : s_j + pad_j >= s_i} [A, K] in ``pad.dtype`` for the K used
+    slots i = (slot_b[k], slot_p[k]) (pool, position), each [K].
 
-    Written as a broadcast so that inductor fuses the gather and both counts into one reduction over P per
-    (a, b, r); float sums (exact below 2^24) vectorize where int sums do not.
+    Only used slots are counted (a dense [A, B, R] pass would also scan the pools' empty slots). Written as
+    a broadcast so that inductor fuses the row gather and both counts into one reduction over P per (a, k);
+    float sums (exact below 2^24) vectorize where int sums do not.
     """
-    sj = (s + pad).unsqueeze(-2)
-    si = slot_scores(s, pos, valid).unsqueeze(-1)
-    greater = (sj > si).to(pad.dtype).sum(-1)
-    greater_equal = (sj >= si).to(pad.dtype).sum(-1)
-    return greater, greater_equal, ((greater_equal - greater) > 1).any(-1)
+    sj = s[:, slot_b, :] + pad[slot_b]                 # [A, K, P]
+    si = s[:, slot_b, slot_p].unsqueeze(-1)            # [A, K, 1]
+    return (sj > si).to(pad.dtype).sum(-1), (sj >= si).to(pad.dtype).sum(-1)
 
 
 def _exact_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
@@ -169,7 +169,7 @@ class _Compiled:
             return out
 
 
-_COMPILED = _Compiled(_fused_counts, {2: (1,), 3: (1,)})        # R dynamic
+_COMPILED = _Compiled(_fused_counts, {2: (0,), 3: (0,)})        # the used-slot count K dynamic
 _EXACT = _Compiled(_exact_counts, {0: (1,), 1: (0,), 2: (0, 1), 3: (0, 1)})  # tied pools T and R dynamic
 
 
@@ -185,18 +185,25 @@ def compiled_kernel_usable(device: torch.device) -> bool:
 def count_compiled(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor | None:
     """Exact 0-based ranks [A, B, R] from the fused kernel, or None when it cannot run (then use the plain one).
 
-    rank = g where e - g <= 1; the pools (a, b) with e - g > 1 somewhere (a tie at a chosen candidate) are
-    recounted exactly by :func:`count_plain` on those rows only.
+    The kernel counts the used slots only; rank = g where e - g <= 1, and the pools (a, b) with e - g > 1 at
+    some slot (a tie at a chosen candidate) are recounted exactly on those rows only.
     """
     if s.shape[-1] >= MAX_EXACT_POSITION:
         return None
-    counts = _COMPILED(s, pad, pos, valid)
+    slot_b, slot_r = valid.nonzero(as_tuple=True)             # [K]
+    ranks = torch.zeros(s.shape[0], *pos.shape, dtype=pad.dtype, device=s.device)
+    if len(slot_b) == 0:
+        return ranks
+    counts = _COMPILED(s, pad, slot_b, pos[slot_b, slot_r])
     if counts is None:
         return None
-    greater, _, tied = counts
+    greater, greater_equal = counts                            # [A, K]
+    ranks[:, slot_b, slot_r] = greater
+    tied = torch.zeros(s.shape[:2], dtype=pad.dtype, device=s.device)
+    tied.index_add_(1, slot_b, ((greater_equal - greater) > 1).to(pad.dtype))
     rows = tied.nonzero()                                     # [T, 2]
     if len(rows) == 0:
-        return greater
+        return ranks
     a, b = rows[:, 0], rows[:, 1]
     s_rows, pad_rows, pos_rows, valid_rows = s[a, b].unsqueeze(0), pad[b], pos[b], valid[b]  # [1, T, P] ...
     exact = None
@@ -204,10 +211,8 @@ def count_compiled(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor
         exact = _EXACT(s_rows, pad_rows, pos_rows, valid_rows)
     if exact is None:
         exact = count_plain(s_rows, pad_rows, slot_scores(s_rows, pos_rows, valid_rows), pos_rows)
-    exact = exact[0]                                          # [T, R]
-    greater = greater.clone()
-    greater[a, b] = exact
-    return greater
+    ranks[a, b] = torch.where(valid_rows, exact[0], 0.0)     # [T, R]
+    return ranks
 
 
 def beating_counts(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor, *, kernel: Kernel = "auto") -> Tensor:

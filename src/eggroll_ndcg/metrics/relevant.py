@@ -20,6 +20,8 @@ Otherwise grades and mask are expanded to L (A = 1).
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Literal, NamedTuple, Sequence
 
@@ -159,13 +161,16 @@ def _measure_sums(ranks: Tensor, valid: Tensor, grades: Tensor, gains: Tensor, k
     return tuple(out)
 
 
-def _all_sums(ranks: Tensor, valid: Tensor, grades: Tensor, gains: Tensor, kt: Tensor) -> tuple[Tensor, ...]:
-    """All four numerators, for one compiled graph (a few fused kernels instead of ~20 small eager ops)."""
-    return _measure_sums(ranks, valid, grades, gains, kt, ALL_MEASURES)
+_SUMS: dict[tuple[str, ...], _Compiled] = {}  # one compiled graph per measure tuple (MAP alone costs R^2)
 
 
-ALL_MEASURES = ("ndcg", "mrr", "recall", "map")
-_SUMS = _Compiled(_all_sums, {0: (2,), 1: (1,), 2: (1,), 3: (1,)})  # R dynamic
+def _sums_kernel(measures: tuple[str, ...]) -> _Compiled:
+    """The compiled `_measure_sums` of exactly `measures` (a few fused kernels instead of ~20 small eager ops;
+    computing measures nobody asked for, MAP's [A, B, R, R] above all, cost several times the NDCG alone)."""
+    if measures not in _SUMS:
+        _SUMS[measures] = _Compiled(functools.partial(_measure_sums, measures=measures),
+                                    {0: (2,), 1: (1,), 2: (1,), 3: (1,)})  # R dynamic
+    return _SUMS[measures]
 
 
 def ranked_sums(ranks: Tensor, slots: RelevantSlots, gains: Tensor, ks: Sequence[int],
@@ -183,8 +188,8 @@ def ranked_sums(ranks: Tensor, slots: RelevantSlots, gains: Tensor, ks: Sequence
     values = None
     large = slots.A * slots.B * slots.count * slots.pad.shape[-1] >= MIN_COMPILED_WORK
     if large and compiled_kernel_usable(ranks.device):
-        every = _SUMS(*args)
-        values = None if every is None else dict(zip(ALL_MEASURES, every))
+        sums = _sums_kernel(tuple(measures))(*args)
+        values = None if sums is None else dict(zip(measures, sums))
     if values is None:
         values = dict(zip(measures, _measure_sums(*args, tuple(measures))))
     return {m: values[m].reshape(*slots.lead, len(ks)) for m in measures}

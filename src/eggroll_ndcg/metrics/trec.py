@@ -25,8 +25,11 @@ Measures are named ``name@k`` or ``name`` (no cut = the whole ranking), name in:
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -139,11 +142,20 @@ def evaluate(run: Run | PathLike, qrels: Qrels | PathLike, *, measures: Sequence
 # ----------------------------------------------------------------------------------------------- file I/O
 
 
+def _open_text(path: PathLike):
+    """`path` opened for reading text; a name ending in .gz is read through gzip (as ir_measures does)."""
+    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+
+
 def _lines(path: PathLike):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield lineno, line.split()
+    with _open_text(path) as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    yield lineno, line.split()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+            raise ValueError(f"{path}:{lineno + 1}: damaged gzip data ({error})") from None
 
 
 def read_run(path: PathLike) -> Run:
@@ -173,19 +185,25 @@ def read_run(path: PathLike) -> Run:
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: PathLike, *, tag: str = "eggroll-ndcg",
-              depth: int | None = None) -> None:
-    """Write a TREC run file in trec_eval order (ranks 1..n), at most ``depth`` documents per query.
+              depth: int | None = None, compress: bool | None = None) -> None:
+    """Write a TREC run file in trec_eval order (ranks 1..n), at most ``depth`` documents per query. With
+    ``compress`` (default: the name ends in .gz) it is gzip-compressed with no timestamp, so the same run
+    gives the same bytes.
 
     Scores are written with ``repr`` so that reading the file back gives the same floats (and ties).
     """
     if any(c.isspace() for c in tag) or not tag:
         raise ValueError(f"tag must be a non-empty word without spaces, got {tag!r}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for qid in sorted(run):
-            ranking = ranked_doc_ids(run[qid])
-            for rank, docid in enumerate(ranking[:depth] if depth is not None else ranking, start=1):
-                f.write(f"{qid} Q0 {docid} {rank} {float(run[qid][docid])!r} {tag}\n")
+    lines = io.StringIO()
+    for qid in sorted(run):
+        ranking = ranked_doc_ids(run[qid])
+        for rank, docid in enumerate(ranking[:depth] if depth is not None else ranking, start=1):
+            lines.write(f"{qid} Q0 {docid} {rank} {float(run[qid][docid])!r} {tag}\n")
+    data = lines.getvalue().encode("utf-8")
+    if compress or (compress is None and str(path).endswith(".gz")):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    Path(path).write_bytes(data)
 
 
 def read_qrels(path: PathLike) -> Qrels:

@@ -33,6 +33,7 @@ VAL_QUERIES = ("all", "unseen-documents")
 TREC_MEASURES = ("ndcg", "mrr", "recall", "map")  # what full-corpus validation can select on
 # Shared fields that never change a run's numbers: a resume ignores them.
 NOT_RESULT_FIELDS = ("output_dir",)
+WEIGHT_FORMATS = ("float", "int8", "mxfp4", "nvfp4")  # "float" and quant.codecs.FORMATS
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class TrainConfig:
     subspace_dim: int = 32
     normalize: bool = True
     quantize: str = "none"  # output codes the index stores: none | binary | binary_asym | int8 (quant.outputs)
+    weights: str = "float"  # float | int8 | mxfp4 | nvfp4: the linear head stored in that format (quant.weights)
 
     pool_size: int = 128
     bm25_negatives: int = 0
@@ -114,6 +116,7 @@ class TrainConfig:
     max_val_queries: int | None = None
     val_queries: str = "all"
     keep_checkpoints: bool = False  # keep checkpoints/step-NNNNNN.safetensors (the head) at every evaluation
+    run_depth: int = 100  # documents per test query in test_run.trec.gz (recall@100, a reported measure, needs 100)
 
     learning_rate: float = 0.05
     optimizer: str = "adam"
@@ -135,6 +138,11 @@ class TrainConfig:
             self.sections[name] = cls(**typed(cls, sections.pop(name, {}), prefix=f"{name}."))
         if sections:  # sections no method registered (yet): keep them as given, so nothing is lost
             self.sections.update(sections)
+        # `weights` is the short form of the quantized linear heads: weights=int8 on head=linear is head=linear-int8
+        if self.weights in WEIGHT_FORMATS[1:] and self.head == "linear":
+            self.head = f"linear-{self.weights}"
+        elif self.weights == "float" and self.head.removeprefix("linear-") in WEIGHT_FORMATS[1:]:
+            self.weights = self.head.removeprefix("linear-")
 
     def __getattr__(self, name: str) -> Any:  # only for names that are not fields: the sections
         sections = self.__dict__.get("sections")
@@ -164,6 +172,8 @@ class TrainConfig:
         for name in ("patience", "head_output_size", "max_val_queries"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 fail(name, f"must be >= 1 or null, got {getattr(self, name)}")
+        if self.run_depth < 100:
+            fail("run_depth", f"must be >= 100 (recall@100, a reported measure, reads the top 100), got {self.run_depth}")
         for name in ("bm25_negatives", "random_negatives"):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0, got {getattr(self, name)}")
@@ -202,6 +212,11 @@ class TrainConfig:
             fail("val_queries", f"expected one of {', '.join(VAL_QUERIES)}, got {self.val_queries!r}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             fail("device", f"expected 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.weights not in WEIGHT_FORMATS:
+            fail("weights", f"expected one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}")
+        if self.weights != "float" and self.head != f"linear-{self.weights}":
+            fail("weights", f"weights={self.weights} stores a linear head (head: linear, which becomes "
+                            f"linear-{self.weights}); got head {self.head!r}")
         if self.quantize not in ("none", "binary", "binary_asym", "int8"):
             fail("quantize", f"expected none, binary, binary_asym or int8, got {self.quantize!r}")
         for section in spec.sections:
@@ -233,8 +248,12 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with `changes` in any spelling (`population_size=`, `**{"es.population_size": ...}`)."""
-        return TrainConfig(**merge(self.to_dict(), changes, SHARED_FIELDS))
+        """A copy with `changes` in any spelling (`population_size=`, `**{"es.population_size": ...}`). A new
+        `head` without `weights` re-derives `weights` from it."""
+        values = self.to_dict()
+        if "head" in changes and "weights" not in changes:
+            values["weights"] = "float"
+        return TrainConfig(**merge(values, changes, SHARED_FIELDS))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":

@@ -208,7 +208,7 @@ class ReaderRunFolder(RunFolder):
     write method of `RunFolder` is a no-op here; `READS` lists the public members that only read (the test
     suite checks that every other public method of `RunFolder` is overridden)."""
 
-    READS = frozenset({"checkpoint_dir", "load_resumable"})
+    READS = frozenset({"checkpoint_dir", "load_resumable", "load_complete"})
 
     def start(self, config: Any, splits: Any) -> None:
         return None
@@ -223,6 +223,9 @@ class ReaderRunFolder(RunFolder):
         return None
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        return None
+
+    def drop_checkpoint(self) -> None:
         return None
 
     def write_outputs(self, head: Any, run: Any, *, tag: str, per_query: Any, metrics: Any) -> None:

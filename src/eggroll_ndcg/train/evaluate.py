@@ -83,19 +83,20 @@ def evaluation_record(head: nn.Module | None, data: PreparedData, val_ids: tuple
 
 def final_evaluation(
     head: nn.Module | None, data: PreparedData, *, normalize: bool, val_queries: str = "all",
-    ignore_identical_ids: bool = True, quantize: str = "none",
+    ignore_identical_ids: bool = True, quantize: str = "none", run_depth: int = 100,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The report of a head (None: the zero-shot encoder): `train/…` on as many training queries as there
     are validation queries, `val/…` on the validation subset `val_queries` selects on, `test/…`, and
     `test_seen/…` / `test_unseen/…` with their counts (a group with no query gets None). Returns (metrics,
-    test per-query values, test run). `ignore_identical_ids` applies BEIR's identical-id rule throughout."""
+    test per-query values, test run of the top `run_depth` documents per query). `ignore_identical_ids` applies
+    BEIR's identical-id rule throughout."""
     metrics: dict[str, Any] = {}
     rule = {"normalize": normalize, "ignore_identical_ids": ignore_identical_ids, "quantize": quantize}
     val_ids, test_ids = data.validation_queries(val_queries), data.queries("test")
     for split, ids in (("train", data.queries("train")[: max(len(val_ids), 1)]), ("val", val_ids)):
         evaluation, _ = evaluate_head(head, data, ids, **rule)
         metrics.update({f"{split}/{name}": value for name, value in evaluation.mean.items()})
-    evaluation, run = evaluate_head(head, data, test_ids, **rule)
+    evaluation, run = evaluate_head(head, data, test_ids, depth=run_depth, **rule)
     metrics.update({f"test/{name}": value for name, value in evaluation.mean.items()})
     seen = set(data.seen_document_queries(test_ids))
     for group, ids in (("seen", [q for q in test_ids if q in seen]), ("unseen", [q for q in test_ids if q not in seen])):

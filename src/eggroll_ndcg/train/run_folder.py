@@ -1,13 +1,14 @@
 """The run folder: every file a training run writes, the integrity manifest, and the resume rules.
 
 Files: config.json, splits.json, log.jsonl (a JSON line per step and per evaluation), checkpoint/ (the
-latest full state), best_head.safetensors, test_run.trec, test_per_query.json, metrics.json and
-manifest.json. Every file but the log is written atomically (temporary name, then rename), and metrics.json
+latest full state), best_head.safetensors, test_run.trec.gz (the top `run_depth` documents per test query,
+a gzip-compressed TREC run: `zcat`, ir_measures and `metrics.read_run` read it), test_per_query.json,
+metrics.json and manifest.json. Every file but the log is written atomically (temporary name, then rename), and metrics.json
 is the last output renamed into place: it marks a complete run. `RunFolder(None)` is a run without a folder:
 every write is skipped.
 
 Integrity. `manifest.json` records the sha256 of every artifact of the folder (config.json, splits.json,
-best_head.safetensors, test_run.trec, test_per_query.json, metrics.json) as
+best_head.safetensors, test_run.trec.gz, test_per_query.json, metrics.json) as
 `{"format": "eggroll-ndcg-run/1", "files": {NAME: [SHA256, ...]}, "sha256": SEAL}`; it is sealed JSON
 (`atomic.sealed_json_bytes`), so a change to the manifest itself is detected too. The checkpoint carries its
 own hashes (`train.checkpoint`: a sealed state.json holding the sha256 of tensors.safetensors). log.jsonl is
@@ -25,12 +26,18 @@ parses them. A mismatch, a missing file or a file that does not parse is a `Chec
 file. A folder written before manifests existed (no manifest.json) still resumes and evaluates, with a
 warning that its files are unverified; a resume writes a manifest for it (a complete run then rewrites its
 outputs, so the manifest covers everything). A folder that has a manifest must list every artifact it holds.
+
+A complete run (metrics.json present, with a manifest) is not trained again: `load_complete` verifies the
+folder and returns its metrics, so its checkpoint is no longer needed (`compare` drops it with
+`drop_checkpoint` to save disk). Folders written before runs were compressed hold test_run.trec, which is
+still verified.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,8 +58,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "eggroll-ndcg-run/1"
 CONFIG, SPLITS, BEST_HEAD = "config.json", "splits.json", "best_head.safetensors"
-TEST_RUN, TEST_PER_QUERY, METRICS = "test_run.trec", "test_per_query.json", "metrics.json"
+TEST_RUN, TEST_PER_QUERY, METRICS = "test_run.trec.gz", "test_per_query.json", "metrics.json"
 ARTIFACTS = (CONFIG, SPLITS, BEST_HEAD, TEST_RUN, TEST_PER_QUERY, METRICS)
+OLD_TEST_RUN = "test_run.trec"  # the uncompressed run of folders written before test_run.trec.gz
+VERIFIED = ARTIFACTS + (OLD_TEST_RUN,)  # what `verify_run_folder` checks where present
 
 
 def read_manifest(folder: str | Path) -> dict[str, list[str]] | None:
@@ -100,10 +109,10 @@ def verify_run_folder(folder: str | Path) -> dict[str, list[str]] | None:
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is None:
-        if any((folder / name).exists() for name in ARTIFACTS):
+        if any((folder / name).exists() for name in VERIFIED):
             _unverified_warning(folder, "its files are not verified; a resume adds one")
         return None
-    for name in ARTIFACTS:
+    for name in VERIFIED:
         if (folder / name).exists():
             read_verified(folder, name, manifest)
     return manifest
@@ -219,6 +228,38 @@ class RunFolder:
                               "use another output_dir or the same settings")
         return saved
 
+    def load_complete(self, config: TrainConfig) -> tuple[dict[str, Any], dict[str, dict[str, float]]] | None:
+        """(metrics, test per-query values) of a complete run written by the same result fields, every
+        artifact and the checkpoint (if kept) verified; None when the run is not complete, has no manifest, or was killed before its
+        manifest's last rewrite (a resume then finishes it). `ConfigError` naming the differing fields as in
+        `load_resumable`."""
+        if self.path is None or not (self.path / METRICS).is_file():
+            return None
+        manifest = verify_run_folder(self.path)
+        if manifest is None or any(len(digests) > 1 for digests in manifest.values()):
+            return None
+        checkpoint = self._resumable_checkpoint()
+        if checkpoint is not None:  # not needed any more, but a damaged one is still reported
+            load_checkpoint(checkpoint)
+        saved = _parse_json(self.path / CONFIG, read_verified(self.path, CONFIG, manifest))
+        differ = differing_fields(saved, config)
+        if differ:
+            raise ConfigError(f"{self.path / METRICS}: a complete run of a config that differs in "
+                              f"{', '.join(differ)}; use another output_dir or the same settings")
+        metrics = _parse_json(self.path / METRICS, read_verified(self.path, METRICS, manifest))
+        per_query = _parse_json(self.path / TEST_PER_QUERY, read_verified(self.path, TEST_PER_QUERY, manifest))
+        return metrics, per_query
+
+    def drop_checkpoint(self) -> None:
+        """Remove checkpoint/ (and a left-over checkpoint.old/) of a complete run; `load_complete` does not
+        need them. Refused (`CheckpointError`) before metrics.json exists."""
+        if self.path is None:
+            return
+        if not (self.path / METRICS).is_file():
+            raise CheckpointError(f"{self.path}: not a complete run (no {METRICS}); its checkpoint is still needed")
+        for folder in (self.checkpoint_dir, self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")):
+            shutil.rmtree(folder, ignore_errors=True)
+
     def start(self, config: TrainConfig, splits: QuerySplits) -> None:
         """Create the folder and write config.json and splits.json (after a resume was found allowed)."""
         if self.path is None:
@@ -300,14 +341,14 @@ class RunFolder:
 
     def write_outputs(self, head: torch.nn.Module, run: dict[str, dict[str, float]], *, tag: str,
                       per_query: dict[str, dict[str, float]], metrics: dict[str, Any]) -> None:
-        """best_head.safetensors, test_run.trec and test_per_query.json, then metrics.json (the marker), all
+        """best_head.safetensors, test_run.trec.gz and test_per_query.json, then metrics.json (the marker), all
         recorded in the manifest."""
         if self.path is None:
             return
         tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
         self._commit({
             BEST_HEAD: _bytes_writer(save_safetensors(tensors)),
-            TEST_RUN: lambda tmp: write_run(run, tmp, tag=tag),
+            TEST_RUN: lambda tmp: write_run(run, tmp, tag=tag, compress=True),
             TEST_PER_QUERY: _bytes_writer(atomic.json_bytes(per_query)),
             METRICS: _bytes_writer(atomic.json_bytes(metrics)),
         })

@@ -158,6 +158,11 @@ class Trainer:
         """Run (or resume) training. `stop_after` ends this call after that many steps without the final
         test evaluation, as if the process were killed there; calling `train()` again resumes."""
         config = self.config
+        complete = self.folder.load_complete(config)
+        if complete is not None:
+            log.info("%s is a complete run: its metrics are returned without training", self.folder.path)
+            metrics, self.test_per_query = complete
+            return metrics
         torch.manual_seed(config.seed)
         if self.data is None:
             self.data = prepare_data(config, progress=self.progress)
@@ -235,7 +240,7 @@ class Trainer:
                                    "ignore_identical_ids": config.ignore_identical_ids}
         summary, self.test_per_query, run = final_evaluation(
             head, self.data, normalize=config.normalize, val_queries=config.val_queries,
-            ignore_identical_ids=config.ignore_identical_ids, quantize=config.quantize)
+            ignore_identical_ids=config.ignore_identical_ids, quantize=config.quantize, run_depth=config.run_depth)
         metrics.update(summary)
         self.folder.write_outputs(head, run, tag=config.method, per_query=self.test_per_query, metrics=metrics)
         return metrics
