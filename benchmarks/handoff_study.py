@@ -5,12 +5,16 @@ the gradient head, guided ES and es_targets on the same budget.
     OMP_NUM_THREADS=1 python benchmarks/handoff_study.py --config scifact-hybrid --steps 120 --population 512 \
         --handoffs 20 40 80 --seeds 0 1 2 --out runs/handoff-scifact --plot docs/hybrids/scifact-handoff.png
 
-Every run is the shared trainer on one PreparedData; its best-validation head is tested once. Hand-off step
-0 of es_then_gradient and `steps` of gradient_then_es are the plain gradient head; the other ends are plain
-EGGROLL (tests/train/test_two_phase.py checks that the phases are the registered methods), so those are run
-once as `listnet` / `eggroll`. Results go to OUT/results.json (a finished run is not run again), the table
-to stdout (markdown) and the plot to --plot. Paired randomization tests use the per-query test NDCG@10
-averaged over seeds; methods are chosen among hand-off steps on validation NDCG@10 only.
+Every run is the shared trainer on one PreparedData; its best-validation head is tested once. The gradient
+head is the config's `handoff.gradient` (ListNet on SciFact/SQuAD/AutoRAG, LambdaLoss on TREC DL 2019).
+Hand-off step 0 of es_then_gradient and `steps` of gradient_then_es are that gradient head; the other ends
+are plain EGGROLL (tests/train/test_two_phase.py checks that the phases are the registered methods), so
+those are run once as `<gradient>` / `eggroll`. A k-fold config (`n_folds`) runs every fold for every seed:
+each query is tested once per seed, and a seed's test figures are over the union of the folds' test queries
+(its validation figure is the mean over folds). Results go to OUT/results.json (a finished run is not run
+again), the table to stdout (markdown) and the plot to --plot. Paired randomization tests use the per-query
+test NDCG@10 averaged over seeds; methods are chosen among hand-off steps on validation NDCG@10 only. The
+"half the gap" column is the paired test of a method against the per-query midpoint (eggroll + gradient)/2.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
+def group_means(per_query: dict[str, float], seen: set[str]) -> dict[str, float | None]:
+    """test / test_seen / test_unseen NDCG@10 of one head: means of its per-query values (None: empty group),
+    as final_evaluation computes them."""
+    groups = {"test/ndcg@10": list(per_query), "test_seen/ndcg@10": [q for q in per_query if q in seen],
+              "test_unseen/ndcg@10": [q for q in per_query if q not in seen]}
+    return {key: sum(per_query[q] for q in ids) / len(ids) if ids else None for key, ids in groups.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="scifact-hybrid")
@@ -69,43 +81,72 @@ def main() -> None:
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     shared = {"num_steps": args.steps, "eval_every": args.eval_every, "max_val_queries": args.max_val_queries,
               "es.population_size": args.population, "guided.grad_rank": args.guided_rank}
-    bases = {m: TrainConfig.from_yaml(config_path(args.config), method=m).replace(**shared)
-             for m in ("eggroll", "listnet", "es_then_gradient", "gradient_then_es", *args.extra)}
-    data = prepare_data(bases["eggroll"], progress=False)
-    zero, zero_per_query, _ = final_evaluation(None, data, normalize=bases["eggroll"].normalize)
-    zero_pq = {q: v["ndcg@10"] for q, v in zero_per_query.items()}
-    for seed in args.seeds:
-        for m in ("eggroll", "listnet", *args.extra):
-            run_one(bases[m], data, f"{m}/seed{seed}", {"seed": seed}, out, results)
-        for h in args.handoffs:
-            for m in ("es_then_gradient", "gradient_then_es"):
-                run_one(bases[m], data, f"{m}@{h}/seed{seed}", {"seed": seed, "handoff.step": h}, out, results)
+    path = config_path(args.config)
+    gradient = TrainConfig.from_yaml(path, method="es_then_gradient").to_dict()["handoff"]["gradient"]
+    methods = ("eggroll", gradient, "es_then_gradient", "gradient_then_es", *args.extra)
+    bases = {m: TrainConfig.from_yaml(path, method=m).replace(**shared) for m in methods}
+    n_folds = bases["eggroll"].n_folds
+    folds = list(range(n_folds)) if n_folds else [None]
+    zero_pq: dict[str, float] = {}
+    seen: set[str] = set()
+    for fold in folds:
+        suffix = "" if fold is None else f"/fold{fold}"
+        data = prepare_data(bases["eggroll"].replace(fold=fold), progress=False)
+        _, per_query, _ = final_evaluation(None, data, normalize=bases["eggroll"].normalize)
+        zero_pq.update({q: v["ndcg@10"] for q, v in per_query.items()})
+        seen.update(data.seen_document_queries(tuple(per_query)))
+        for seed in args.seeds:
+            for m in ("eggroll", gradient, *args.extra):
+                run_one(bases[m], data, f"{m}/seed{seed}{suffix}", {"seed": seed, "fold": fold}, out, results)
+            for h in args.handoffs:
+                for m in ("es_then_gradient", "gradient_then_es"):
+                    run_one(bases[m], data, f"{m}@{h}/seed{seed}{suffix}", {"seed": seed, "fold": fold,
+                            "handoff.step": h}, out, results)
+    del data
+    zero = group_means(zero_pq, seen)
 
-    def curve(order: str) -> dict[int, str]:
-        ends = {0: "listnet", args.steps: "eggroll"} if order == "es_then_gradient" else {0: "eggroll", args.steps: "listnet"}
-        return {**ends, **{h: f"{order}@{h}" for h in args.handoffs}}
+    def seed_runs(name: str, seed: int) -> list[dict]:
+        return [results[f"{name}/seed{seed}" + ("" if f is None else f"/fold{f}")] for f in folds]
 
-    def group(name: str, key: str) -> list[float]:
-        return [results[f"{name}/seed{s}"][key] for s in args.seeds]
+    def seed_per_query(name: str, seed: int) -> dict[str, float]:
+        return {q: v for run in seed_runs(name, seed) for q, v in run["per_query"].items()}
 
-    rows = {"eggroll": "eggroll", "listnet": "listnet", **{m: m for m in args.extra}}
-    for order in ("es_then_gradient", "gradient_then_es"):  # hand-off chosen on validation NDCG@10 (seed mean)
-        chosen = max(args.handoffs, key=lambda h: mean_std(group(f"{order}@{h}", "val/ndcg@10"))[0])
-        rows[f"{order} (hand-off {chosen}, chosen on val)"] = f"{order}@{chosen}"
-    shown = {key: "n/a (no such query)" if zero.get(key) is None else f"{zero[key]:.3f}"
-             for key in ("test_seen/ndcg@10", "test_unseen/ndcg@10")}
-    print(f"\nzero-shot: test {zero['test/ndcg@10']:.3f}, seen {shown['test_seen/ndcg@10']}, "
-          f"unseen {shown['test_unseen/ndcg@10']}, test queries {zero['test_seen/count']} seen / "
-          f"{zero['test_unseen/count']} unseen")
-    print("| method | val NDCG@10 | test NDCG@10 | seen-document | unseen-document | vs zero-shot (all / unseen): diff, p "
-          "| vs eggroll (all / unseen): diff, p |\n|---|---|---|---|---|---|---|")
-    unseen_ids = [q for q in zero_pq if q not in set(data.seen_document_queries(list(zero_pq)))]
+    def group(name: str, key: str) -> list[float | None]:
+        """One value per seed: validation NDCG@10 (mean over folds) or a test group's NDCG@10."""
+        if key == "val/ndcg@10":
+            return [sum(r[key] for r in seed_runs(name, s)) / len(folds) for s in args.seeds]
+        return [group_means(seed_per_query(name, s), seen)[key] for s in args.seeds]
 
     def per_query(name: str) -> dict[str, float]:
-        runs = [results[f"{name}/seed{s}"]["per_query"] for s in args.seeds]
+        runs = [seed_per_query(name, s) for s in args.seeds]
         return {q: sum(r[q] for r in runs) / len(runs) for q in zero_pq}
 
-    egg = per_query("eggroll")
+    def curve(order: str) -> dict[int, str]:
+        ends = {0: gradient, args.steps: "eggroll"} if order == "es_then_gradient" else {0: "eggroll", args.steps: gradient}
+        return {**ends, **{h: f"{order}@{h}" for h in args.handoffs}}
+
+    rows = {"eggroll": "eggroll", gradient: gradient, **{m: m for m in args.extra}}
+    for order in ("es_then_gradient", "gradient_then_es"):  # hand-off chosen on validation NDCG@10 (seed mean)
+        chosen = max(args.handoffs, key=lambda h: mean_std(group(f"{order}@{h}", "val/ndcg@10"))[0])
+        rows[f"{order} (hand-off {chosen}" + (", chosen on val)" if len(args.handoffs) > 1 else ")")] = f"{order}@{chosen}"
+    shown = {key: "n/a (no such query)" if zero[key] is None else f"{zero[key]:.3f}" for key, _ in GROUPS}
+    print(f"\nzero-shot: test {shown['test/ndcg@10']}, seen {shown['test_seen/ndcg@10']}, unseen "
+          f"{shown['test_unseen/ndcg@10']}, test queries {len(seen)} seen / {len(zero_pq) - len(seen)} unseen"
+          + (f" (union of {n_folds} folds)" if n_folds else ""))
+    print(f"| method | val NDCG@10 | test NDCG@10 | seen-document | unseen-document | vs zero-shot (all / unseen): diff, p "
+          f"| vs eggroll (all / unseen): diff, p | gap closed; vs midpoint(eggroll, {gradient}): diff, p "
+          "| runs whose best head is step 0 |\n|---|---|---|---|---|---|---|---|---|")
+    unseen_ids = [q for q in zero_pq if q not in seen]
+    egg, grad = per_query("eggroll"), per_query(gradient)
+    midpoint = {q: (egg[q] + grad[q]) / 2 for q in zero_pq}
+    gap = sum(grad[q] - egg[q] for q in zero_pq) / len(zero_pq)
+
+    def paired(mine: dict[str, float], ref: dict[str, float], ids: list[str]) -> str:
+        if not ids:
+            return "n/a"
+        a, b = [mine[q] for q in ids], [ref[q] for q in ids]
+        return f"{(sum(a) - sum(b)) / len(ids):+.3f}, p={randomization_test(a, b):.3g}"
+
     for label, name in rows.items():
         cells = [f"{mean_std(group(name, 'val/ndcg@10'))[0]:.3f}"]
         for key, _ in GROUPS:
@@ -113,20 +154,26 @@ def main() -> None:
             cells.append("n/a" if values[0] is None else "%.3f ± %.3f" % mean_std(values))
         mine = per_query(name)
         for ref in (zero_pq, egg):
-            parts = []
-            for ids in (list(zero_pq), unseen_ids):
-                if not ids:
-                    parts.append("n/a")
-                    continue
-                a, b = [mine[q] for q in ids], [ref[q] for q in ids]
-                parts.append(f"{(sum(a) - sum(b)) / len(ids):+.3f}, p={randomization_test(a, b):.3g}")
-            cells.append(" / ".join(parts))
+            cells.append(" / ".join(paired(mine, ref, ids) for ids in (list(zero_pq), unseen_ids)))
+        closed = (f"{sum(mine[q] - egg[q] for q in zero_pq) / len(zero_pq) / gap:.0%}" if gap > 0
+                  else f"n/a ({gradient} not above eggroll)")
+        cells.append("" if name in ("eggroll", gradient) else f"{closed}; {paired(mine, midpoint, list(zero_pq))}")
+        runs = [r for s in args.seeds for r in seed_runs(name, s)]
+        cells.append(f"{sum(r['best_step'] == 0 for r in runs)}/{len(runs)}")
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if len(args.handoffs) > 1:
+        print("\n| method | " + " | ".join(f"hand-off {h}" for h in args.handoffs) + " |\n|---|"
+              + "---|" * len(args.handoffs))
+        for order in ("es_then_gradient", "gradient_then_es"):
+            print(f"| {order} | " + " | ".join(
+                " / ".join("n/a" if v[0] is None else f"{mean_std(v)[0]:.3f}" for v in
+                           (group(f"{order}@{h}", "test/ndcg@10"), group(f"{order}@{h}", "test_unseen/ndcg@10")))
+                for h in args.handoffs) + " |")
     if args.plot:
-        plot(args, results, curve, group, zero)
+        plot(args, curve, group, zero)
 
 
-def plot(args, results, curve, group, zero) -> None:
+def plot(args, curve, group, zero) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,6 +183,7 @@ def plot(args, results, curve, group, zero) -> None:
     for ax, (key, title) in zip(axes, GROUPS):
         if zero[key] is None:
             ax.set_title(f"{title}: no such test query")
+            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
             continue
         for order, colour in (("es_then_gradient", "tab:blue"), ("gradient_then_es", "tab:orange")):
             points = sorted(curve(order).items())

@@ -153,3 +153,22 @@ def test_label_table_reports_each_arm_and_its_paired_difference(tmp_path):
     table = label_table([("hard", tmp_path / "hard"), ("soft", tmp_path / "soft")], ["m"])
     assert "| m | hard | 0.2000 | 0.3000 | 0.1000 | - |" in table
     assert "| m | soft | 0.3000 | 0.4000 | 0.1000 | +0.1000 [+0.1000, +0.1000]" in table
+
+
+def test_label_table_weights_each_fold_by_its_test_queries(tmp_path):
+    """Two folds of 1 and 3 test queries: the column is the mean over the 4 queries, not over the 2 folds."""
+    for arm, shift in (("hard", 0.0), ("soft", 0.1)):
+        folder = tmp_path / arm
+        folder.mkdir()
+        values = {"q0": 0.2 + shift, "q1": 0.6 + shift, "q2": 0.6 + shift, "q3": 0.6 + shift}
+        per_query = {"m": {q: {"ndcg@10": v} for q, v in values.items()}}
+        runs = {"0": [{"test/ndcg@10": 0.2 + shift, "test_seen/ndcg@10": 0.2 + shift, "test_unseen/ndcg@10": None,
+                       "test_seen/count": 1, "test_unseen/count": 0},
+                      {"test/ndcg@10": 0.6 + shift, "test_seen/ndcg@10": 0.7 + shift, "test_unseen/ndcg@10": 0.5,
+                       "test_seen/count": 2, "test_unseen/count": 1}]}
+        (folder / "test_per_query.json").write_text(json.dumps(per_query))
+        (folder / "results.json").write_text(json.dumps({"methods": {"m": {"runs": runs}}}))
+    table = label_table([("hard", tmp_path / "hard"), ("soft", tmp_path / "soft")], ["m"])
+    # all: (0.2 + 3 * 0.6) / 4 = 0.5; seen: (0.2 + 2 * 0.7) / 3; unseen: the one query of the second fold
+    assert f"| m | hard | 0.5000 | {(0.2 + 2 * 0.7) / 3:.4f} | 0.5000 | - |" in table
+    assert f"| m | soft | 0.6000 | {(0.3 + 2 * 0.8) / 3:.4f} | 0.5000 | +0.1000 [+0.1000, +0.1000]" in table

@@ -14,7 +14,8 @@ import eggroll_ndcg.train.prepare as prepare
 from eggroll_ndcg.cli import main
 
 SMALL = ["--set", "pool_size=32", "--set", "batch_queries=16", "--set", "num_steps=4", "--set", "eval_every=2",
-         "--set", "es.population_size=16", "--set", "es.sigma=0.05", "--set", "es.pair_chunk=4", "--quiet"]
+         "--set", "es.population_size=16", "--set", "es.sigma=0.05", "--set", "es.pair_chunk=4",
+         "--set", "genetic.num_individuals=16", "--quiet"]
 
 
 @pytest.fixture()
@@ -44,8 +45,9 @@ def front(synthetic_data, tmp_path, capsys):
 def test_every_written_front_is_non_dominated_and_its_hypervolume_is_pymoos(front):
     out, report = front
     assert report["reference"] == [0.0, -1.0]
-    assert set(report["methods"]) == {"eggroll-weighted", "eggroll-pareto", "gradient-surrogate", "mmr-zero-shot",
-                                      "mmr-gradient", "exposure-rerank", "zero-shot"}
+    assert set(report["methods"]) == {"eggroll-weighted", "eggroll-pareto", "genetic-weighted", "genetic-pareto",
+                                      "gradient-surrogate", "mmr-zero-shot", "mmr-gradient", "exposure-rerank",
+                                      "zero-shot"}
     for method, entry in report["methods"].items():
         assert set(entry["seeds"]) == {"0", "1"}
         for seed in entry["seeds"].values():
@@ -76,9 +78,10 @@ def test_the_front_is_chosen_on_validation_not_on_test(front):
 
 def test_paired_comparisons_are_eggroll_minus_baseline_per_seed(front):
     _, report = front
-    cmp = report["comparisons"]["eggroll-weighted - mmr-zero-shot"]
-    ours, theirs = report["methods"]["eggroll-weighted"]["seeds"], report["methods"]["mmr-zero-shot"]["seeds"]
-    assert cmp["per_seed"] == pytest.approx([ours[s]["hypervolume"] - theirs[s]["hypervolume"] for s in ours])
+    for evolved in ("eggroll-weighted", "genetic-pareto"):
+        cmp = report["comparisons"][f"{evolved} - mmr-zero-shot"]
+        ours, theirs = report["methods"][evolved]["seeds"], report["methods"]["mmr-zero-shot"]["seeds"]
+        assert cmp["per_seed"] == pytest.approx([ours[s]["hypervolume"] - theirs[s]["hypervolume"] for s in ours])
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -86,6 +89,7 @@ def test_paired_comparisons_are_eggroll_minus_baseline_per_seed(front):
     (["--objectives", "ndcg@10,nothing@10"], "unknown objective"),
     (["--objectives", "ndcg@10,share@10", "--groups", "articles"], "unknown grouping"),
     (["--objectives", "ndcg@10,share@10", "--reference", "0"], "--reference"),
+    (["--objectives", "ndcg@10,share@10", "--methods", "eggroll-pareto,genetic-paretto"], "unknown genetic-paretto"),
 ])
 def test_bad_input_is_one_line(extra, message, synthetic_data, tmp_path, capsys):
     code = main(["pareto", "--task", str(synthetic_data), "--output-dir", str(tmp_path / "x"), *SMALL, *extra])

@@ -148,3 +148,28 @@ def test_genetic_on_a_quantized_weight_head_writes_the_elite_quantized_back(smal
     assert all(torch.equal(v, dict(expected.named_buffers())[k]) for k, v in head.named_buffers())
     assert not torch.equal(expected.weight, elite["linear.weight"]) or len(method.individuals[0]) == 0
     assert 0 <= Trainer(config, data=small_data, progress=False).train()["test/ndcg@10"] <= 1
+
+
+def test_a_vector_objective_makes_selection_pareto_and_the_elite_non_dominated(small_config, small_data):
+    """With [K, B, O] fitness the generation is ordered by NSGA-II (rank, then crowding): the head left after
+    a step is an individual that no other individual of that generation dominates on the batch means."""
+    from eggroll_ndcg.es.genetic import population_scores
+    from eggroll_ndcg.models.heads import score_pool
+    from eggroll_ndcg.train.set_objectives import vector_objective
+
+    config = small_config.replace(method="genetic", **GA)
+    batch = _fixed_batch(config, small_data)
+    head = make_head(config, small_data.doc_emb)
+    objective = vector_objective(("ndcg@10", "diversity@10"))
+    method = make_method(config, head, objective)
+    for step in range(3):
+        individuals = list(method.individuals)
+        scores = population_scores(method.base_head, method.factors, individuals, batch.query_emb, batch.doc_emb,
+                                   normalize=config.normalize)
+        means = objective(scores, batch).double().mean(1)                       # [K, O]
+        record = method.step(batch, step)
+        with torch.no_grad():
+            mine = objective(score_pool(head, batch.query_emb, batch.doc_emb, normalize=config.normalize)[None],
+                             batch).double().mean(1)[0]                          # [O]
+        assert not any(bool((m >= mine - 1e-6).all() and (m > mine + 1e-6).any()) for m in means), step
+        assert record["evaluations"] == 24 * config.batch_queries

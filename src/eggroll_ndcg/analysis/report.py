@@ -4,7 +4,9 @@ Summary rules: per method, mean ± standard deviation over its runs (seeds); per
 over the analysed pairs. Reward hacking "at equal training fitness": along each run's kept checkpoints, the
 held-out change (over step 0) at the first point where the training-judge gain reaches a level g (linear
 interpolation between kept steps); g* is the largest gain every run with checkpoints reached, and the
-summary reports g* and g*/2.
+summary reports g*/2 and g* for every method, and each method's own reach (the largest gain all its runs
+reached) for the methods that reach it, so that methods trained to different gains are still compared at
+equal gain, and no mean mixes runs that reached a level with runs that did not.
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ def distance_keys(tracked: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(k for k in ("weight_distance", *sorted(k for k in first if k.startswith("kl_top"))) if k in first)
 
 
+def equal_gain(tracked: list[dict[str, Any]]) -> dict[str, Any]:
+    """Held-out change at equal training-judge gain (module docstring) of the runs with a trajectory:
+    {"g_star", "reach": {method: gain all its runs reached}, "levels": {"g": {method: {judge: mean ± sd}}}};
+    {} without trajectories."""
+    if not tracked:
+        return {}
+    gain = {id(r): max(p["train_pool"] - r["trajectory"][0]["train_pool"] for p in r["trajectory"]) for r in tracked}
+    reach: dict[str, float] = {}
+    for r in tracked:
+        reach[r["method"]] = min(reach.get(r["method"], math.inf), gain[id(r)])
+    g_star = min(reach.values())
+    judges = HELD_OUT + distance_keys(tracked)
+    levels: dict[str, Any] = {}
+    for level in sorted({g_star / 2, g_star, *reach.values()}):
+        if f"{level:.4f}" not in levels:
+            levels[f"{level:.4f}"] = {
+                method: {judge: mean_std([at_gain(r["trajectory"], level, judge) for r in tracked
+                                          if r["method"] == method]) for judge in judges}
+                for method in reach if reach[method] >= level}
+    return {"g_star": g_star, "reach": reach, "levels": levels}
+
+
 def summarize(analysis: dict[str, Any]) -> dict[str, Any]:
     runs = analysis["runs"]
     methods: dict[str, list[dict]] = {}
@@ -86,21 +110,12 @@ def summarize(analysis: dict[str, Any]) -> dict[str, Any]:
                           for s in ("val", "test")},
                        "min_val_along_path": mean_std([min(p["path"]["val"]) for p in group])}
                 for name, group in pair_groups.items()}
-    hacking: dict[str, Any] = {}
     tracked = [r for r in runs if r.get("trajectory")]
     for r in tracked:  # the distance from the base joins the judges of each kept step
         by_step = {d["step"]: d for d in r.get("divergence") or []}
         for point in r["trajectory"]:
             point.update({k: v for k, v in by_step.get(point["step"], {}).items() if k != "step"})
-    if tracked:
-        reach = min(max(p["train_pool"] - r["trajectory"][0]["train_pool"] for p in r["trajectory"]) for r in tracked)
-        hacking = {"g_star": reach, "levels": {}}
-        for level in (reach / 2, reach):
-            hacking["levels"][f"{level:.4f}"] = {
-                method: {judge: mean_std([at_gain(r["trajectory"], level, judge) for r in tracked
-                                          if r["method"] == method])
-                         for judge in HELD_OUT + distance_keys(tracked)}
-                for method in methods if any(r["method"] == method for r in tracked)}
+    hacking = equal_gain(tracked)
     return {"methods": per_method, "pairs": per_pair, "reward_hacking": hacking}
 
 
@@ -113,6 +128,10 @@ def fmt(value: dict[str, float] | None, digits: int = 4) -> str:
 
 def markdown(analysis: dict[str, Any]) -> str:
     summary, lines = analysis["summary"], ["# Weight-space analysis", ""]
+    if analysis["runs"] and analysis["runs"][0].get("solution") == "last":
+        lines += ["Solution analysed: each run's **last kept head** (step "
+                  + ", ".join(sorted({str(r["solution_step"]) for r in analysis["runs"]})) + "), not its "
+                  "validation-selected best head; the run figures below are that head's.", ""]
     lines += ["Runs: " + ", ".join(f"`{r['label']}`" for r in analysis["runs"]) + ".", "",
               "## Runs", "", "| run | val NDCG@10 | test NDCG@10 | ‖ΔW‖ | barrier base→solution (val) |",
               "|---|---|---|---|---|"]
@@ -151,7 +170,9 @@ def markdown(analysis: dict[str, Any]) -> str:
         columns = list(next(iter(next(iter(hacking["levels"].values())).values())))
         lines += ["", f"## Change from step 0 at equal training-judge gain (g* = {hacking['g_star']:.4f})", "",
                   "Held-out judges (full-corpus NDCG@10) and the distance from the base, interpolated at the first "
-                  "kept step where the training-judge gain reaches the level.", "",
+                  "kept step where the training-judge gain reaches the level; a level lists the methods all of "
+                  "whose runs reach it (reach: "
+                  + ", ".join(f"{m} {g:.4f}" for m, g in hacking.get("reach", {}).items()) + ").", "",
                   "| gain | method | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
         for level, table in hacking["levels"].items():
             for method, judges in table.items():
@@ -262,4 +283,4 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["markdown", "rewrite", "summarize", "write_outputs"]
+__all__ = ["equal_gain", "markdown", "rewrite", "summarize", "write_outputs"]

@@ -50,6 +50,8 @@ class Run:
     base: State
     kept: dict[int, State] = field(default_factory=dict)
     data: PreparedData | None = None
+    solution_step: int | None = None  # the step of `best`: metrics.json's best_step, or the last kept step
+
 
     def head(self, state: State) -> nn.Module:
         """A fresh head of this run's kind (on the data's device) holding `state`."""
@@ -128,7 +130,18 @@ def read_run(folder: str | Path) -> Run:
     kept = kept_states(folder)
     config = trained.config
     return Run(path=folder, label=f"{config.method}-seed{config.seed}", config=config, metrics=metrics,
-               splits=trained.splits, best=trained.head_state, base=kept.get(0, {}), kept=kept)
+               splits=trained.splits, best=trained.head_state, base=kept.get(0, {}), kept=kept,
+               solution_step=metrics.get("best_step"))
+
+
+def use_last_kept(run: Run) -> None:
+    """Make the last kept checkpoint the run's analysed solution (`AnalysisOptions.solution = "last"`); a
+    ConfigError naming the folder when the run kept none."""
+    if not run.kept:
+        raise ConfigError(f"{run.path}: no kept checkpoints to take the last head from (train it with "
+                          "--keep-checkpoints)")
+    run.solution_step = max(run.kept)
+    run.best = run.kept[run.solution_step]
 
 
 def attach_data(runs: list[Run], *, device: str = "cpu", progress: bool = False,

@@ -42,6 +42,9 @@ def _pareto(args: argparse.Namespace) -> int:
             setattr(spec, name, _floats(value, f"--{name.replace('_', '-')}"))
     if args.methods:
         spec.methods = tuple(m.strip() for m in args.methods.split(","))
+        unknown = [m for m in spec.methods if m not in ParetoSpec.methods]
+        if unknown:
+            raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(ParetoSpec.methods)}")
     if args.gradient_lr is not None:
         spec.gradient_learning_rate = args.gradient_lr
     try:
@@ -79,8 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mmr-lambdas", help="MMR lambda sweep")
     parser.add_argument("--exposure-betas", help="exposure re-ranking beta sweep")
     parser.add_argument("--reference", help="hypervolume reference point, one value per objective")
-    parser.add_argument("--methods", help="subset of eggroll-weighted,eggroll-pareto,gradient-surrogate,"
-                        "mmr-zero-shot,mmr-gradient,exposure-rerank,zero-shot")
+
+    parser.add_argument("--methods", help="subset of eggroll-weighted,eggroll-pareto,genetic-weighted,"
+                        "genetic-pareto,gradient-surrogate,mmr-zero-shot,mmr-gradient,exposure-rerank,zero-shot")
     parser.add_argument("--gradient-lr", type=float, help="learning rate of the gradient baseline (default 1e-3)")
     parser.add_argument("--output-dir", help="where front.json and front.png go (default runs/pareto-TASK)")
     parser.set_defaults(func=guarded(_pareto))

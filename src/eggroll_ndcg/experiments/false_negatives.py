@@ -175,14 +175,22 @@ def run_validation(collection, judges: Sequence[str], out: str | Path, *, seed: 
 
 def _test_values(folder: Path, method: str) -> tuple[dict[str, float], dict[str, float]]:
     """(per-query test ndcg@10 of `method`, mean over its runs of test / test_seen / test_unseen ndcg@10)
-    from a `compare` output folder."""
+    from a `compare` output folder.
+
+    Each run's value is weighted by its number of test queries in the group (`test_seen/count`,
+    `test_unseen/count`; weight 1 when a run lacks them): with k folds of unequal size (TREC DL 2019: 14/15/14)
+    this is the mean over all test queries, as the per-query paired difference is; with one split it is the
+    plain mean over runs."""
     per_query = json.loads((folder / "test_per_query.json").read_text())[method]
     results = json.loads((folder / "results.json").read_text())
     runs = [r for seed_runs in results["methods"][method]["runs"].values() for r in seed_runs]
     means = {}
-    for key in ("test/ndcg@10", "test_seen/ndcg@10", "test_unseen/ndcg@10"):
-        values = [r[key] for r in runs if r.get(key) is not None]
-        means[key] = sum(values) / len(values) if values else float("nan")
+    for key, counts in (("test/ndcg@10", ("test_seen/count", "test_unseen/count")),
+                        ("test_seen/ndcg@10", ("test_seen/count",)), ("test_unseen/ndcg@10", ("test_unseen/count",))):
+        pairs = [(r[key], sum(r[c] for c in counts) if all(c in r for c in counts) else 1)
+                 for r in runs if r.get(key) is not None]
+        weight = sum(w for _, w in pairs)
+        means[key] = sum(v * w for v, w in pairs) / weight if weight else float("nan")
     return {q: v["ndcg@10"] for q, v in per_query.items()}, means
 
 

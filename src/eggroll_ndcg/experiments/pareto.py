@@ -8,6 +8,8 @@ Protocol (one collection, K objectives o_1 (relevance) .. o_K, a document groupi
 2. **Candidates** per method and seed, each a head or a re-ranking evaluated on validation and test:
    - `eggroll-weighted`: one EGGROLL run per weight w, fitness o_1 + w * (o_2 + ... + o_K);
    - `eggroll-pareto`: one EGGROLL run with NSGA-II shaping of the [N, B, K] fitness (`es.pareto`);
+   - `genetic-weighted`, `genetic-pareto`: the same with genetic EGGROLL (`train.genetic_method`), whose
+     selection and elitism then follow the NSGA-II order (Pareto selection);
    - `gradient-surrogate`: the gradient loss (`gradient_method`, InfoNCE by default) minus w times the
      differentiable surrogate of each extra objective (`set_objectives.SURROGATES`); skipped, and said so,
      when an objective has none;
@@ -55,6 +57,9 @@ DEFAULT_REFERENCE = {"ndcg": 0.0, "mrr": 0.0, "recall": 0.0, "map": 0.0, "divers
                      "alpha_ndcg": 0.0, "share": -1.0, "exposure": -4.0 * 5.0 ** 2}
 
 
+EVOLVED = ("eggroll-weighted", "eggroll-pareto", "genetic-weighted", "genetic-pareto")  # the black-box searches
+
+
 @dataclass
 class ParetoSpec:
     """What a front run trains and sweeps (see the module docstring)."""
@@ -70,8 +75,8 @@ class ParetoSpec:
     exposure_betas: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
     eval_pool: int = 100
     reference: tuple[float, ...] | None = None
-    methods: tuple[str, ...] = ("eggroll-weighted", "eggroll-pareto", "gradient-surrogate", "mmr-zero-shot",
-                                "mmr-gradient", "exposure-rerank", "zero-shot")
+    methods: tuple[str, ...] = (*EVOLVED, "gradient-surrogate", "mmr-zero-shot", "mmr-gradient", "exposure-rerank",
+                                "zero-shot")
 
     def reference_point(self) -> list[float]:
         if self.reference is not None:
@@ -192,16 +197,16 @@ def run_pareto(base: TrainConfig, data: PreparedData, spec: ParetoSpec) -> dict[
                 evaluate({**setting, "step": step}, lambda split: splits[split].scores(head))))
             log.info("seed %d %s %s done (%.0f s)", seed, method, setting, time.time() - started)
 
-        if "eggroll-weighted" in spec.methods:
-            for w in spec.weights:
-                text = "+".join([spec.objectives[0]] + [f"{w}*{name}" for name in extra])
-                objective = parse_set_objective(text)
-                trained("eggroll-weighted", {"weight": w}, lambda head, o=objective: METHODS.get("eggroll").build(
-                    head, config.replace(method="eggroll"), o))
-        if "eggroll-pareto" in spec.methods:
-            objective = vector_objective(spec.objectives)
-            trained("eggroll-pareto", {"weight": None}, lambda head: METHODS.get("eggroll").build(
-                head, config.replace(method="eggroll"), objective))
+        for family in ("eggroll", "genetic"):  # black-box searches: a weighted sum per weight, and NSGA-II
+            build = METHODS.get(family).build
+            if f"{family}-weighted" in spec.methods:
+                for w in spec.weights:
+                    text = "+".join([spec.objectives[0]] + [f"{w}*{name}" for name in extra])
+                    trained(f"{family}-weighted", {"weight": w}, lambda head, o=parse_set_objective(text), b=build,
+                            f=family: b(head, config.replace(method=f), o))
+            if f"{family}-pareto" in spec.methods:
+                trained(f"{family}-pareto", {"weight": None}, lambda head, b=build, f=family: b(
+                    head, config.replace(method=f), vector_objective(spec.objectives)))
         gradient_config = config.replace(learning_rate=spec.gradient_learning_rate, optimizer="adam")
         if "gradient-surrogate" in spec.methods or "mmr-gradient" in spec.methods:
             if any(s is None for s in surrogates):
@@ -251,13 +256,13 @@ def _retrain_to(config: TrainConfig, data: PreparedData, groups: torch.Tensor, s
 
 
 def _summarize(report: dict[str, Any]) -> None:
-    """Hypervolume mean/std over seeds per method, and paired EGGROLL-minus-baseline differences."""
+    """Hypervolume mean/std over seeds per method, and paired evolved-minus-baseline differences."""
     for entry in report["methods"].values():
         values = [s["hypervolume"] for s in entry["seeds"].values()]
         entry["hypervolume_mean"] = float(np.mean(values))
         entry["hypervolume_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     comparisons = {}
-    for ours in ("eggroll-weighted", "eggroll-pareto"):
+    for ours in EVOLVED:
         for other in ("mmr-zero-shot", "mmr-gradient", "gradient-surrogate", "exposure-rerank", "zero-shot"):
             if ours in report["methods"] and other in report["methods"]:
                 a, b = report["methods"][ours]["seeds"], report["methods"][other]["seeds"]
@@ -268,6 +273,7 @@ def _summarize(report: dict[str, Any]) -> None:
 
 
 MARKERS = {"eggroll-weighted": ("o-", "tab:red"), "eggroll-pareto": ("s-", "tab:purple"),
+           "genetic-weighted": ("p-", "tab:brown"), "genetic-pareto": ("h-", "tab:pink"),
            "gradient-surrogate": ("^-", "tab:blue"), "mmr-zero-shot": ("v--", "tab:green"),
            "mmr-gradient": ("D--", "tab:cyan"), "exposure-rerank": ("x--", "tab:orange"),
            "zero-shot": ("*", "black")}

@@ -2,8 +2,9 @@
 
 `genetic`: a population of `genetic.num_individuals` individuals, each the shared base plus a chain of named
 low-rank deltas (`es.genetic`), all scored on the step's batch in closed form (or by the population forward
-for the MLP head). Fitness = the run's objective per individual and query, averaged over queries; the next
-generation keeps `elites` unchanged and breeds the rest by selection, crossover and one low-rank mutation
+for the MLP head). Fitness = the run's objective per individual and query, averaged over queries (a vector
+objective's [K, B, O] values are ordered by NSGA-II rank and crowding instead, `es.pareto.nsga2_fitness`, so
+selection and elitism are Pareto selection); the next generation keeps `elites` unchanged and breeds the rest by selection, crossover and one low-rank mutation
 each (`es.genetic_ops`). Budget: `num_individuals × batch_queries` fitness evaluations per step, as for
 `eggroll` with `es.population_size = genetic.num_individuals`.
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from ..es.genetic import Individual, TermFactors, fold, materialize, pack, population_scores, unpack
+from ..es.pareto import nsga2_fitness
 from ..es.genetic_ops import (CROSSOVERS, SELECTIONS, GenerationSettings, coefficient_diversity, elite_indices,
                               ga_seed, next_generation)
 from ..models.heads import LinearHead, score_pool
@@ -125,8 +127,8 @@ class GeneticMethod:
         scores = population_scores(self.base_head, self.factors, self.individuals, batch.query_emb, batch.doc_emb,
                                    normalize=self.config.normalize)
         scoring = time.perf_counter() - started
-        per_query = self.objective(scores, batch).double()  # [K, B]
-        fitness = per_query.mean(1)
+        per_query = self.objective(scores, batch).double()  # [K, B], or [K, B, O] for a vector objective
+        fitness = nsga2_fitness(per_query) if per_query.dim() == 3 else per_query.mean(1)  # NSGA-II order
         best = int(elite_indices(fitness, 1)[0])
         elite = materialize(dict(self.base_head.named_parameters()), self.individuals[best], self.factors)
         if hasattr(self.head, "requantize"):  # a quantized-weight head: quantize the elite back
@@ -138,7 +140,7 @@ class GeneticMethod:
                   "genetic/diversity": coefficient_diversity(self.individuals),
                   "genetic/unique_terms": len({k for ind in self.individuals for k, _ in ind.terms}),
                   "genetic/max_terms": max(len(ind) for ind in self.individuals),
-                  "evaluations": int(per_query.numel()), "time/scoring": scoring}
+                  "evaluations": int(per_query.shape[0] * per_query.shape[1]), "time/scoring": scoring}
         started = time.perf_counter()
         self.generation += 1
         bred = next_generation(self.individuals, fitness, self.settings.generation(), seed=self.config.seed,
