@@ -138,3 +138,16 @@ def test_a_run_whose_other_methods_section_changed_since_still_loads(cli_runs, t
         else:
             with pytest.raises(ConfigError, match="renamed_field"):
                 read_run(copy)
+
+
+def test_analyze_solution_last_reads_the_last_kept_head(cli_runs, tmp_path, capsys):
+    root, _ = cli_runs
+    out = tmp_path / "last"
+    code, err = run_analyze([str(root / "eggroll"), "--out", str(out), "--points", "3", "--draws", "1",
+                             "--noise-scales", "0", "--kl-samples", "2", "--pairs", "none", "--solution", "last",
+                             "--quiet"], capsys)
+    assert code == 0, err
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["options"]["solution"] == "last"
+    run = analysis["runs"][0]
+    assert run["judges"]["test/ndcg@10"] == run["trajectory"][-1]["test"]  # the step-4 head, not best_head

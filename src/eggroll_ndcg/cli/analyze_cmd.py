@@ -17,7 +17,7 @@ def _analyze(args: argparse.Namespace) -> int:
     options = AnalysisOptions(points=args.points, pairs=args.pairs, noise_scales=tuple(args.noise_scales),
                               draws=args.draws, pca_k=args.pca_k, kl_samples=args.kl_samples,
                               kl_queries=args.kl_queries, trajectories=not args.no_trajectories,
-                              device=args.device or "cpu", seed=args.seed)
+                              solution=args.solution, device=args.device or "cpu", seed=args.seed)
     analysis = analyze(args.run_dirs, args.out, options, progress=not args.quiet)
     print(f"analysed {len(analysis['runs'])} runs and {len(analysis['pairs'])} pairs: "
           f"{args.out}/analysis.json, analysis.md, plots/", file=sys.stderr)
@@ -25,7 +25,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..analysis.analyze import PAIRINGS
+    from ..analysis.analyze import PAIRINGS, SOLUTIONS
     from ..analysis.flatness import DEFAULT_SCALES
 
     parser = subparsers.add_parser(
@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kl-samples", type=int, default=64, help="Monte-Carlo rankings for the PL KL")
     parser.add_argument("--kl-queries", type=int, default=256, help="training pools for the PL KL")
     parser.add_argument("--no-trajectories", action="store_true", help="skip the kept checkpoints")
+    parser.add_argument("--solution", choices=SOLUTIONS, default="best",
+                        help="the head analysed per run: best (best_head.safetensors, default) or last (the last "
+                             "kept checkpoint, the trained weights even where validation chose step 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise draws and ranking samples")
     parser.add_argument("--device", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
