@@ -3,7 +3,6 @@ reach the trainer, while test queries are scored against all the original judgme
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from eggroll_ndcg.data.beir import load_beir
 from eggroll_ndcg.data.qrels import read_qrels_file
 from eggroll_ndcg.experiments.false_negatives import hide_judgments, label_table, precision_recall, run_validation
+from eggroll_ndcg.metrics import read_run
 from eggroll_ndcg.train.config import TrainConfig
 from eggroll_ndcg.train.prepare import EncodedCollection
 from eggroll_ndcg.train.trainer import Trainer
@@ -132,10 +132,7 @@ def test_hidden_judgments_never_reach_the_trainer_and_test_uses_all_judgments(tm
             assert batch.ideal_grades[r, len(ideal):].sum() == 0
     assert all(len([g for g in visible[q].values() if g >= 1]) == 1 for q in trainer.data.queries("train"))
     # the test evaluation is trec_eval on the original (dense) judgments, hidden ones included
-    run = {}
-    for line in gzip.decompress((tmp_path / "run" / "test_run.trec.gz").read_bytes()).decode().splitlines():
-        qid, _, doc, _, score, _ = line.split()
-        run.setdefault(qid, {})[doc] = float(score)
+    run = read_run(tmp_path / "run" / "test_run.trec.gz")
     qrels = {q: {d: int(g) for d, g in collection.judgments[q].items()} for q in trainer.data.queries("test")}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
     expected = np.mean([per_query[q]["ndcg_cut_10"] if q in per_query else 0.0 for q in qrels])

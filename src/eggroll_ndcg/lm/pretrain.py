@@ -50,7 +50,7 @@ class PretrainOptions:
 
     Defaults: 1.8 M parameters (embedding and unembedding 4096 × 128 each, 4 layers of width 128), 300
     steps of 32 × 128 tokens (1.2 M tokens, about 0.6 epoch of the 2 M-token text); the measured run is in
-    docs/lm_pretrain.md (under 10 minutes on 2 CPU cores).
+    docs/language_model.md (487 s on 2 CPU cores).
     """
 
     vocab_size: int = 4096

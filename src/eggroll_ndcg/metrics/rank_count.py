@@ -211,7 +211,7 @@ def count_compiled(s: Tensor, pad: Tensor, pos: Tensor, valid: Tensor) -> Tensor
         exact = _EXACT(s_rows, pad_rows, pos_rows, valid_rows)
     if exact is None:
         exact = count_plain(s_rows, pad_rows, slot_scores(s_rows, pos_rows, valid_rows), pos_rows)
-    ranks[a, b] = torch.where(valid_rows, exact[0], 0.0)     # [T, R]
+    ranks[a, b] = exact[0]                                   # [T, R]; unused slots count 0
     return ranks
 
 
