@@ -32,7 +32,6 @@ import eggroll_ndcg.es.perturb as perturb_module
 from eggroll_ndcg.experiments.compare import CompareConfig
 from eggroll_ndcg.cli.train_cmd import config_path
 from eggroll_ndcg.train.batches import batch_rows, gather_batch
-from eggroll_ndcg.train.methods import METHODS
 from eggroll_ndcg.train.prepare import prepare_data
 from eggroll_ndcg.train.trainer import make_head, make_method
 
@@ -66,7 +65,7 @@ def real_batch(config_name: str):
     rows = torch.tensor([data.query_row[q] for q in data.train_pools.query_ids])
     batch = gather_batch(data.train_pools, batch_rows(trainable, compare.base.batch_queries, seed=0, step=0),
                          data.query_emb[rows], data.doc_emb)
-    return compare.base, data, batch
+    return compare, data, batch
 
 
 def profile(config, data, batch, repeats: int) -> tuple[float, dict[str, float]]:
@@ -105,7 +104,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.memory_probe:
         return memory_probe(args.memory_probe, args.config)
-    base, data, batch = real_batch(args.config)
+    compare, data, batch = real_batch(args.config)
+    base = compare.base
     instrument()
     B, P, n = batch.doc_emb.shape
     print(f"{args.config}: one step, {base.head} head {n}x{n}, {B} queries x pool {P}, {args.threads} thread(s), "
@@ -121,7 +121,7 @@ def main() -> None:
         shares = " | ".join(f"{phases[p] * 1000:.1f} ({phases[p] / seconds:.0%})" for p in PHASES)
         print(f"| eggroll | {population} | {seconds * 1000:.1f} | {shares} |")
     grad_times = {}
-    for name in METHODS.names():
+    for name in compare.methods:  # the config's gradient baselines (ES-family methods have no loss step)
         if name == "eggroll":
             continue
         seconds, _ = profile(base.replace(method=name, learning_rate=1e-3), data, batch, args.repeats)
@@ -137,7 +137,8 @@ def main() -> None:
 
 def memory_probe(kind: str, config_name: str) -> None:
     """Child process: load the batch, then run `kind` ("none", "inference" or "es"), print peak RSS in MiB."""
-    base, data, batch = real_batch(config_name)
+    compare, data, batch = real_batch(config_name)
+    base = compare.base
     if kind == "inference":
         head = make_head(base, data.doc_emb)
         with torch.no_grad():

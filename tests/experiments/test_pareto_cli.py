@@ -95,3 +95,63 @@ def test_bad_input_is_one_line(extra, message, synthetic_data, tmp_path, capsys)
     code = main(["pareto", "--task", str(synthetic_data), "--output-dir", str(tmp_path / "x"), *SMALL, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("eggroll-ndcg: ") and "\n" not in err and message in err, err
+
+
+def _part(synthetic_data, tmp_path, name, methods, *extra):
+    out = tmp_path / name
+    code = main(["pareto", "--task", str(synthetic_data), "--objectives", "ndcg@10,share@10", "--groups",
+                 "train_positive", "--seeds", "0,1", "--weights", "0,1", "--mmr-lambdas", "1,0.5", "--methods", methods,
+                 "--output-dir", str(out), *SMALL, *extra])
+    assert code == 0
+    return str(out / "front.json")
+
+
+def test_fronts_run_in_two_commands_and_merged_equal_one_command(front, synthetic_data, tmp_path, capsys):
+    _, whole = front
+    a = _part(synthetic_data, tmp_path, "a", "eggroll-weighted,zero-shot")
+    b = _part(synthetic_data, tmp_path, "b", "mmr-zero-shot,zero-shot", "--set", "genetic.mutation_sigma=0.01")
+    capsys.readouterr()
+    assert main(["pareto", "--merge", a, b, "--output-dir", str(tmp_path / "merged")]) == 0
+    printed = capsys.readouterr().out
+    merged = json.loads((tmp_path / "merged" / "front.json").read_text())
+    assert set(merged["methods"]) == {"eggroll-weighted", "zero-shot", "mmr-zero-shot"}  # zero-shot kept once
+    for method, entry in merged["methods"].items():
+        assert entry["seeds"] == whole["methods"][method]["seeds"]
+        assert entry["hypervolume_mean"] == pytest.approx(whole["methods"][method]["hypervolume_mean"])
+    cmp = merged["comparisons"]["eggroll-weighted - mmr-zero-shot"]
+    assert cmp == whole["comparisons"]["eggroll-weighted - mmr-zero-shot"]
+    assert f"note: genetic.mutation_sigma: 0.02 in {a}, 0.01 in {b}" in printed  # differing settings are said
+    assert (tmp_path / "merged" / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_refuses_another_protocol_and_a_method_with_other_fronts(synthetic_data, tmp_path, capsys):
+    a = _part(synthetic_data, tmp_path, "a", "mmr-zero-shot,zero-shot")
+    other_val = _part(synthetic_data, tmp_path, "g", "zero-shot", "--set", "max_val_queries=5")
+    altered = str(tmp_path / "l.json")
+    report = json.loads(open(a).read())
+    report["methods"]["mmr-zero-shot"]["seeds"]["0"]["hypervolume"] += 0.1
+    open(altered, "w").write(json.dumps(report))
+    capsys.readouterr()
+    for files, message in (([a, other_val], "max_val_queries"), ([a, altered], "mmr-zero-shot is also in"),
+                           ([a], "at least two")):
+        assert main(["pareto", "--merge", *files, "--output-dir", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("eggroll-ndcg: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "m" / "front.json").exists()
+
+
+@pytest.mark.parametrize("text,message", [("{\n  \"methods\": [,\n}", ":2: not JSON"),
+                                          ('{"methods": {}}', "not a front.json"),
+                                          (None, "cannot read")])
+def test_a_bad_front_file_is_one_line_naming_it(text, message, tmp_path, capsys):
+    path = tmp_path / "front.json"
+    if text is not None:
+        path.write_text(text)
+    assert main(["pareto", "--merge", str(path), str(path), "--output-dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and str(path) in err, err
+
+
+def test_objectives_are_required_without_merge(synthetic_data, tmp_path, capsys):
+    assert main(["pareto", "--task", str(synthetic_data), "--output-dir", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--objectives is required" in capsys.readouterr().err

@@ -99,7 +99,7 @@ def test_surrogates_refuse_float_outputs_and_tanh_refuses_int8(config):
         config.replace(quantize="int4").validate()
 
 
-@pytest.mark.parametrize("name", ["scifact-binary", "scifact-int8", "trec-dl19-binary"])
+@pytest.mark.parametrize("name", ["scifact-binary", "squad-binary", "scifact-int8", "trec-dl19-binary"])
 def test_packaged_quantized_configs_load_and_validate_every_method(name):
     from eggroll_ndcg.cli.train_cmd import config_path
     from eggroll_ndcg.experiments.compare import CompareConfig

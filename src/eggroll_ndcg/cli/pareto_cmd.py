@@ -18,11 +18,47 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         raise ConfigError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
 
+def _read_front(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"--merge: cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+    missing = [key for key in ("methods", "objectives", "grouping", "reference", "spec", "config") if key not in report]
+    bad = [method for method, entry in (report.get("methods") or {}).items()
+           if not isinstance(entry, dict) or not isinstance(entry.get("seeds"), dict)
+           or any(not isinstance(s, dict) or "front" not in s or "hypervolume" not in s for s in entry["seeds"].values())]
+    if missing or bad:
+        what = f"no {', '.join(missing)}" if missing else f"method {bad[0]} has no per-seed fronts"
+        raise ConfigError(f"{path}: not a front.json written by `eggroll-ndcg pareto` ({what})")
+    return report
+
+
 def _pareto(args: argparse.Namespace) -> int:
-    from ..atomic import write_atomic
-    from ..data.groups import GROUPINGS
-    from ..experiments.pareto import ParetoSpec, plot_fronts, run_pareto
+    from ..experiments.pareto import run_pareto
     from ..train.prepare import prepare_data
+
+    if args.merge:
+        from ..experiments.front_merge import merge_reports
+
+        out = Path(args.output_dir or "runs/pareto-merged")
+        preflight(device="cpu", output_dir=str(out))
+        return _write(merge_reports([_read_front(p) for p in args.merge], list(args.merge)), out)
+    if not args.objectives:
+        raise ConfigError("--objectives is required (e.g. ndcg@10,diversity@10), unless --merge is given")
+    spec = _spec(args)
+    config = _config_from(args)
+    out = Path(args.output_dir or f"runs/pareto-{Path(config.task).name}")
+    preflight(device=config.device, output_dir=str(out))
+    data = prepare_data(config, progress=not args.quiet)
+    return _write(run_pareto(config, data, spec), out)
+
+
+def _spec(args: argparse.Namespace):
+    """The ParetoSpec of the command line, every value checked (ConfigError naming the flag)."""
+    from ..data.groups import GROUPINGS
+    from ..experiments.pareto import ParetoSpec
     from ..train.set_objectives import parse_objective
 
     objectives = tuple(name.strip() for name in args.objectives.split(",") if name.strip())
@@ -51,11 +87,14 @@ def _pareto(args: argparse.Namespace) -> int:
         spec.reference_point()
     except (ValueError, KeyError) as error:
         raise ConfigError(f"--reference: {error}") from None
-    config = _config_from(args)
-    out = Path(args.output_dir or f"runs/pareto-{Path(config.task).name}")
-    preflight(device=config.device, output_dir=str(out))
-    data = prepare_data(config, progress=not args.quiet)
-    report = run_pareto(config, data, spec)
+    return spec
+
+
+def _write(report: dict, out: Path) -> int:
+    """front.json and front.png of `report` into `out` (atomically), and the summary lines."""
+    from ..atomic import write_atomic
+    from ..experiments.pareto import plot_fronts
+
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, sort_keys=True)
     write_atomic(out / "front.json", lambda path: path.write_text(text, encoding="utf-8"))
@@ -65,6 +104,8 @@ def _pareto(args: argparse.Namespace) -> int:
               f"over {len(entry['seeds'])} seed(s)")
     for name, cmp in report["comparisons"].items():
         print(f"{name:40s} paired HV difference {cmp['mean']:+.5f} (wins {cmp['wins']}/{cmp['seeds']})")
+    for note in report.get("notes", []):
+        print(f"note: {note}")
     print(f"front: {out / 'front.json'}, plot: {out / 'front.png'}")
     return 0
 
@@ -73,7 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pareto", help="fronts of relevance vs diversity / exposure fairness",
                                    description=__doc__)
     _common(parser)
-    parser.add_argument("--objectives", required=True, help="comma-separated, relevance first: ndcg@10,diversity@10")
+    parser.add_argument("--objectives", help="comma-separated, relevance first: ndcg@10,diversity@10 (required "
+                        "unless --merge)")
     parser.add_argument("--groups", default="train_positive", help="document grouping: article, package, "
                         "train_positive, kmeans")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
@@ -86,5 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", help="subset of eggroll-weighted,eggroll-pareto,genetic-weighted,"
                         "genetic-pareto,gradient-surrogate,mmr-zero-shot,mmr-gradient,exposure-rerank,zero-shot")
     parser.add_argument("--gradient-lr", type=float, help="learning rate of the gradient baseline (default 1e-3)")
-    parser.add_argument("--output-dir", help="where front.json and front.png go (default runs/pareto-TASK)")
+    parser.add_argument("--output-dir", help="where front.json and front.png go (default runs/pareto-TASK, "
+                        "with --merge runs/pareto-merged)")
+    parser.add_argument("--merge", nargs="+", metavar="FRONT_JSON", help="train nothing: merge the front.json files "
+                        "of runs of distinct methods under one protocol into one front (experiments.front_merge)")
     parser.set_defaults(func=guarded(_pareto))
