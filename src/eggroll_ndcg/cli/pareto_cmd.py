@@ -36,9 +36,6 @@ def _read_front(path: str) -> dict:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from ..experiments.pareto import run_pareto
-    from ..train.prepare import prepare_data
-
     if args.merge:
         from ..experiments.front_merge import merge_reports
 
@@ -47,6 +44,9 @@ def _pareto(args: argparse.Namespace) -> int:
         return _write(merge_reports([_read_front(p) for p in args.merge], list(args.merge)), out)
     if not args.objectives:
         raise ConfigError("--objectives is required (e.g. ndcg@10,diversity@10), unless --merge is given")
+    from ..experiments.pareto import run_pareto
+    from ..train.prepare import prepare_data
+
     spec = _spec(args)
     config = _config_from(args)
     out = Path(args.output_dir or f"runs/pareto-{Path(config.task).name}")

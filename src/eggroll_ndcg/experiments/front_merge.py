@@ -12,7 +12,7 @@ Any other config field that differs (e.g. ``genetic.mutation_sigma`` set for the
 allowed and written to the merged report's ``notes`` as ``field: value in report i, ...``. A method may
 appear in several reports only with identical per-seed fronts (a deterministic baseline such as
 ``zero-shot``, which then also checks that the reports agree). The merged report gets fresh hypervolume means and paired comparisons
-(`pareto._summarize`); the per-seed fronts and candidates are copied unchanged.
+(`pareto.summarize_fronts`); the per-seed fronts and candidates are copied unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import copy
 from typing import Any
 
 from ..train.config import ConfigError
-from .pareto import _summarize
+from .pareto import summarize_fronts
 
 PROTOCOL_FIELDS = ("task", "encoder", "head", "normalize", "max_val_queries")
 
@@ -78,5 +78,5 @@ def merge_reports(reports: list[dict[str, Any]], names: list[str]) -> dict[str, 
     merged["spec"]["methods"] = list(owner)
     merged["merged_from"] = {name: sorted(r["methods"]) for r, name in zip(reports, names)}
     merged["elapsed_s"] = sum(r.get("elapsed_s", 0.0) for r in reports)
-    _summarize(merged)
+    summarize_fronts(merged)
     return merged

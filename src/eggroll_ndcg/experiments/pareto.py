@@ -240,7 +240,7 @@ def run_pareto(base: TrainConfig, data: PreparedData, spec: ParetoSpec) -> dict[
         for method, candidates in per_method.items():
             entry = report["methods"].setdefault(method, {"seeds": {}})
             entry["seeds"][str(seed)] = _front(candidates, reference)
-    _summarize(report)
+    summarize_fronts(report)
     report["elapsed_s"] = time.time() - started
     return report
 
@@ -255,7 +255,7 @@ def _retrain_to(config: TrainConfig, data: PreparedData, groups: torch.Tensor, s
     return holder[step]
 
 
-def _summarize(report: dict[str, Any]) -> None:
+def summarize_fronts(report: dict[str, Any]) -> None:
     """Hypervolume mean/std over seeds per method, and paired evolved-minus-baseline differences."""
     for entry in report["methods"].values():
         values = [s["hypervolume"] for s in entry["seeds"].values()]
